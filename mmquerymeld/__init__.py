@@ -1,4 +1,10 @@
-"""mmquerymeld: QueryMeldNet as an OpenMMLab plugin. Importing it registers every module."""
+"""mmquerymeld: QueryMeldNet as an OpenMMLab plugin.
+
+Importing the package registers every module in mmdet's registries (configs use
+``default_scope='mmdet'`` and ``custom_imports=dict(imports=['mmquerymeld'])``).
+"""
 from .version import __version__
+
+from . import datasets, engine, evaluation, models  # noqa: E402,F401  (registration)
 
 __all__ = ['__version__']

@@ -1,0 +1,54 @@
+"""Shared pytest fixtures."""
+import json
+import os
+import os.path as osp
+from typing import Dict
+
+import numpy as np
+import pytest
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+@pytest.fixture(scope='session')
+def repo_root() -> str:
+    return REPO_ROOT
+
+
+def write_tiny_coco(root: str, num_images: int = 6, size: int = 64, seed: int = 0) -> Dict:
+    """Write a tiny COCO-format detection dataset (squares and circles) under ``root``.
+
+    Returns:
+        The COCO dict written to ``root/annotations.json``.
+    """
+    import cv2
+    rng = np.random.default_rng(seed)
+    os.makedirs(osp.join(root, 'images'), exist_ok=True)
+    images, anns = [], []
+    for i in range(num_images):
+        img = np.full((size, size, 3), 40, np.uint8)
+        x0, y0 = (int(v) for v in rng.integers(4, size // 2, 2))
+        w = int(rng.integers(12, size // 2 - 2))
+        cat = int(i % 2) + 1
+        if cat == 1:
+            cv2.rectangle(img, (x0, y0), (x0 + w, y0 + w), (0, 0, 255), -1)
+        else:
+            cv2.circle(img, (x0 + w // 2, y0 + w // 2), w // 2, (255, 0, 0), -1)
+        name = f'{i:04d}.png'
+        cv2.imwrite(osp.join(root, 'images', name), img)
+        images.append(dict(id=i + 1, file_name=name, height=size, width=size))
+        anns.append(dict(id=i + 1, image_id=i + 1, category_id=cat, bbox=[x0, y0, w, w],
+                         area=float(w * w), iscrowd=0,
+                         segmentation=[[x0, y0, x0 + w, y0, x0 + w, y0 + w, x0, y0 + w]]))
+    coco = dict(images=images, annotations=anns,
+                categories=[dict(id=1, name='square'), dict(id=2, name='circle')])
+    with open(osp.join(root, 'annotations.json'), 'w') as f:
+        json.dump(coco, f)
+    return coco
+
+
+@pytest.fixture(scope='session')
+def tiny_coco_root(tmp_path_factory) -> str:
+    root = str(tmp_path_factory.mktemp('tiny_coco'))
+    write_tiny_coco(root)
+    return root

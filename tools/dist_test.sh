@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Distributed testing with torchrun.
+#   bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args...]
+set -euo pipefail
+CONFIG=$1
+CHECKPOINT=$2
+GPUS=$3
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+PORT=${PORT:-29500}
+MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+PYTHON=${PYTHON:-python}
+if [ -x "$REPO/.venv/bin/python" ] && [ -z "${VIRTUAL_ENV:-}" ] && [ "$PYTHON" = python ]; then
+  PYTHON="$REPO/.venv/bin/python"
+fi
+PYTHONPATH="$REPO:${PYTHONPATH:-}" \
+"$PYTHON" -m torch.distributed.run \
+    --nnodes="$NNODES" \
+    --node_rank="$NODE_RANK" \
+    --master_addr="$MASTER_ADDR" \
+    --nproc_per_node="$GPUS" \
+    --master_port="$PORT" \
+    "$REPO/tools/test.py" \
+    "$CONFIG" \
+    "$CHECKPOINT" \
+    --launcher pytorch "${@:4}"

@@ -1,0 +1,76 @@
+"""Evaluate a checkpoint with mmengine's Runner (mmdet 3.x arguments).
+
+Example:
+    python tools/test.py configs/demo/querymeld_tiny_synthetic.py work_dirs/demo/iter_200.pth
+    bash tools/dist_test.sh <config> <checkpoint> 8 --out results.pkl
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a mmquerymeld model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the directory to save the evaluation metrics')
+    parser.add_argument('--out', type=str,
+                        help='dump predictions to a pickle file (.pkl) for offline evaluation')
+    parser.add_argument('--show-dir', help='directory where painted images are saved')
+    parser.add_argument('--tta', action='store_true', help='use test-time augmentation')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the config, xxx=yyy format')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    import mmquerymeld  # noqa: F401
+    for path, what in ((args.config, 'config'), (args.checkpoint, 'checkpoint')):
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'{what} file not found: {path}')
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    if args.show_dir:
+        hooks = cfg.default_hooks
+        if 'visualization' not in hooks:
+            raise KeyError(f'{args.config}: --show-dir needs a `visualization` default hook')
+        hooks.visualization.draw = True
+        hooks.visualization.test_out_dir = args.show_dir
+    if args.tta:
+        if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+            raise KeyError(f'{args.config}: --tta needs `tta_model` and `tta_pipeline`')
+        cfg.model = dict(**cfg.tta_model, module=cfg.model)
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    if args.out is not None:
+        if not args.out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--out must be a .pkl or .pickle file, got {args.out}')
+        evaluators = cfg.test_evaluator
+        evaluators = list(evaluators) if isinstance(evaluators, (list, tuple)) else [evaluators]
+        cfg.test_evaluator = evaluators + [dict(type='DumpResults', out_file_path=args.out)]
+    from mmquerymeld.utils.runtime import adapt_cfg_to_device
+    adapt_cfg_to_device(cfg)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,94 @@
+"""Train a model from a config with mmengine's Runner (mmdet 3.x arguments).
+
+Example:
+    python tools/train.py configs/demo/querymeld_tiny_synthetic.py --work-dir work_dirs/demo
+    bash tools/dist_train.sh configs/querymeld/querymeld_r50_meld.py 8
+"""
+import argparse
+import logging
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a mmquerymeld model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and checkpoints')
+    parser.add_argument('--amp', action='store_true', default=False,
+                        help='enable automatic-mixed-precision training')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the learning rate by the actual batch size')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from the given checkpoint, or from the latest checkpoint in the work dir '
+        'when no path is given')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the config, xxx=yyy format (e.g. '
+        'train_cfg.max_iters=10 "model.backbone.depth=18")')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def build_cfg(args: argparse.Namespace) -> Config:
+    """Load the config and apply the command-line overrides."""
+    if not osp.isfile(args.config):
+        raise FileNotFoundError(f'config file not found: {args.config}')
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        opt_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if opt_type == 'AmpOptimWrapper':
+            print_log('AMP training is already enabled in the config.', logger='current',
+                      level=logging.WARNING)
+        else:
+            if opt_type != 'OptimWrapper':
+                raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper, got {opt_type}')
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+            raise KeyError(f'{args.config}: --auto-scale-lr needs '
+                           '`auto_scale_lr = dict(enable=..., base_batch_size=...)`')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        if not osp.isfile(args.resume):
+            raise FileNotFoundError(f'--resume checkpoint not found: {args.resume}')
+        cfg.resume = True
+        cfg.load_from = args.resume
+    return cfg
+
+
+def main() -> None:
+    args = parse_args()
+    # registers mmquerymeld (and mmdet) modules and the safe checkpoint globals
+    import mmquerymeld  # noqa: F401
+    cfg = build_cfg(args)
+    from mmquerymeld.utils.runtime import adapt_cfg_to_device
+    adapt_cfg_to_device(cfg)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
