@@ -51,7 +51,7 @@ def test_wheel_contains_mim_configs_and_tools(built_wheel):
     assert not any(n.startswith('tests/') for n in names)
 
 
-def test_wheel_installs_into_fresh_venv(built_wheel, tmp_path):
+def test_wheel_installs_into_fresh_venv_and_mim_runs(built_wheel, tmp_path, tiny_coco_root):
     venv = tmp_path / 'venv'
     subprocess.run([sys.executable, '-m', 'venv', str(venv)], check=True)
     py = venv / 'bin' / 'python'
@@ -65,6 +65,38 @@ def test_wheel_installs_into_fresh_venv(built_wheel, tmp_path):
     assert osp.isfile(osp.join(mim_dir, 'configs', '_base_', 'default_runtime.py'))
     assert osp.isfile(osp.join(mim_dir, 'tools', 'train.py'))
     assert not osp.islink(osp.join(mim_dir, 'configs')), 'a wheel must hold copies, not links'
+
+    # `mim train` / `mim test` find tools/ and configs/ in the installed copy. The heavy
+    # dependencies come from this test environment through a .pth file, after the fresh
+    # site-packages, so mmquerymeld itself is the freshly installed one.
+    parent_site = [p for p in sys.path if p.endswith('site-packages')][0]
+    with open(osp.join(site, 'zz_parent_env.pth'), 'w') as f:
+        f.write(parent_site + '\n')
+    where = subprocess.run([str(py), '-c', 'import mmquerymeld; print(mmquerymeld.__file__)'],
+                           cwd=str(tmp_path), check=True, capture_output=True,
+                           text=True).stdout.strip()
+    assert where.startswith(site), where
+    cfg = osp.join(REPO, 'tests', 'data', 'configs', 'tiny_retinanet_coco.py')
+    work_dir = str(tmp_path / 'mim_work')
+    mim = [str(py), '-c', 'import sys; from mim.cli import cli; sys.exit(cli())']
+    env = dict(os.environ, PATH=f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+               PYTHONPATH=osp.join(REPO, 'tests', 'data'))
+    data = f'{tiny_coco_root}/'
+    train = subprocess.run(
+        mim + ['train', 'mmquerymeld', cfg, '--work-dir', work_dir, '--cfg-options',
+               f'train_dataloader.dataset.data_root={data}', 'train_cfg.max_iters=2',
+               'default_hooks.checkpoint.interval=2'],
+        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
+    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
+    ckpt = osp.join(work_dir, 'iter_2.pth')
+    assert osp.isfile(ckpt)
+    test = subprocess.run(
+        mim + ['test', 'mmquerymeld', cfg, '--checkpoint', ckpt, '--work-dir', work_dir,
+               '--cfg-options', f'test_dataloader.dataset.data_root={data}',
+               f'test_evaluator.ann_file={data}annotations.json', 'model.test_cfg.score_thr=0.0'],
+        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
+    assert test.returncode == 0, test.stdout[-3000:] + test.stderr[-3000:]
+    assert 'coco/bbox_mAP' in test.stdout + test.stderr
 
 
 def test_editable_install_exposes_mim_dir():

@@ -1,1 +1,10 @@
-# Populated by the modules of this subpackage.
+"""Transforms of the multi-source data pipelines; importing registers them in mmdet's TRANSFORMS."""
+from .formatting import PackQueryMeldInputs
+from .loading import (LoadCocoPanopticAnnotations, LoadQMAnnotations, LoadSemSegAnnotations,
+                      SafeLoadImageFromFile, SetSourceInfo)
+from .unified import ToUnifiedTargets
+
+__all__ = [
+    'SafeLoadImageFromFile', 'LoadCocoPanopticAnnotations', 'LoadQMAnnotations',
+    'LoadSemSegAnnotations', 'SetSourceInfo', 'ToUnifiedTargets', 'PackQueryMeldInputs'
+]

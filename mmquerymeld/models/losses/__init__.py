@@ -1,1 +1,4 @@
-# Populated by the modules of this subpackage.
+"""Training criterion of QueryMeldNet (matching + class / box / mask losses)."""
+from .querymeld_criterion import QueryMeldCriterion
+
+__all__ = ['QueryMeldCriterion']

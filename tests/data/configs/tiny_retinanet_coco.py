@@ -51,3 +51,19 @@ default_hooks = dict(
     visualization=dict(type='DetVisualizationHook', draw=False))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)
+
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(64, 64), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+test_dataloader = dict(
+    batch_size=1, num_workers=0, persistent_workers=False, drop_last=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(type='CocoDataset', data_root=data_root, ann_file='annotations.json',
+                 data_prefix=dict(img='images/'), metainfo=dict(classes=('square', 'circle')),
+                 test_mode=True, pipeline=test_pipeline))
+test_evaluator = dict(type='CocoMetric', ann_file=data_root + 'annotations.json', metric='bbox')
+test_cfg = dict(type='TestLoop')
