@@ -21,6 +21,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--out', type=str,
                         help='dump predictions to a pickle file (.pkl) for offline evaluation')
     parser.add_argument('--show-dir', help='directory where painted images are saved')
+    parser.add_argument('--metrics-out', help='write the final metrics to this JSON file')
     parser.add_argument('--tta', action='store_true', help='use test-time augmentation')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
@@ -69,7 +70,21 @@ def main() -> None:
     from mmquerymeld.utils.runtime import adapt_cfg_to_device
     adapt_cfg_to_device(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runner.test()
+    metrics = runner.test()
+    if args.metrics_out and runner.rank == 0:
+        write_metrics(metrics, args.metrics_out)
+
+
+def write_metrics(metrics: dict, path: str) -> None:
+    """Write ``metrics`` as JSON through a temporary file, so a crash never leaves half a file."""
+    import json
+    out_dir = osp.dirname(osp.abspath(path))
+    os.makedirs(out_dir, exist_ok=True)
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump({k: float(v) if isinstance(v, (int, float)) else v
+                   for k, v in metrics.items()}, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
 
 
 if __name__ == '__main__':

@@ -18,9 +18,10 @@ MetricSpec = Union[dict, BaseMetric]
 class MultiSourceMetric(BaseMetric):
     """Route each sample to the metric(s) of its source and prefix the results by source.
 
-    Example::
+    Example (in a list: mmengine reads a top-level evaluator dict that has a ``metrics`` key as
+    an ``Evaluator`` config, not as a metric)::
 
-        val_evaluator = dict(
+        val_evaluator = [dict(
             type='MultiSourceMetric',
             metrics=dict(
                 coco_pano=dict(type='PanopticQualityMetric'),
@@ -30,7 +31,7 @@ class MultiSourceMetric(BaseMetric):
                 seginw_a=dict(type='CocoMetric', ann_file='...', metric='segm'),
                 seginw_b=dict(type='CocoMetric', ann_file='...', metric='segm')),
             mean_over=dict(name='seginw_mean_mAP', key='coco/segm_mAP',
-                           sources=['seginw_a', 'seginw_b']))
+                           sources=['seginw_a', 'seginw_b']))]
 
     - Routing: by the sample's metainfo ``source`` (``source_key``); samples without it use
       ``default_source``; samples of a source with no metric are skipped (one warning).

@@ -1,1 +1,4 @@
-# Populated by the modules of this subpackage.
+"""Detectors of mmquerymeld."""
+from .querymeld import QueryMeldNet
+
+__all__ = ['QueryMeldNet']

@@ -1,1 +1,4 @@
-# Populated by the modules of this subpackage.
+"""Heads of mmquerymeld (post-processing functions live in ``heads.postprocessing``)."""
+from .querymeld_head import QueryMeldHead
+
+__all__ = ['QueryMeldHead']

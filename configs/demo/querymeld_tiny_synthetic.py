@@ -1,0 +1,59 @@
+# The main job: a tiny QueryMeldNet trained jointly on every task of the synthetic world
+# (tools/dataset_converters/make_synthetic_world.py --out data/synthetic), then evaluated per
+# source with the task's metric; test pictures go to <work_dir>/<timestamp>/vis/<source>/.
+# Runs on 2 CPU cores in minutes: bash tools/run_demo.sh
+_base_ = [
+    '../_base_/models/querymeld_tiny.py',
+    '../_base_/datasets/synthetic_world.py',
+    '../_base_/default_runtime.py',
+]
+
+max_iters = 600
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+
+# appendix A.2 (AdamW, weight decay 0.05, backbone lr x0.1, step decay at 90% / 95%), with a
+# larger base lr for the short CPU schedule
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999)),
+    clip_grad=dict(max_norm=1.0, norm_type=2),
+    paramwise_cfg=dict(custom_keys=dict(backbone=dict(lr_mult=0.1)), norm_decay_mult=0.0))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=20),
+    dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters,
+         milestones=[int(max_iters * 0.9), int(max_iters * 0.95)], gamma=0.1),
+]
+
+train_dataloader = dict(batch_size=2, num_workers=1, persistent_workers=True)
+val_dataloader = dict(num_workers=1)
+test_dataloader = val_dataloader
+
+# a list: mmengine reads a top-level dict with a `metrics` key as an Evaluator config
+val_evaluator = [dict(
+    type='MultiSourceMetric',
+    metrics=dict(
+        syn_coco_panoptic=dict(type='PanopticQualityMetric'),
+        syn_coco_instance=dict(
+            type='OpenVocabCocoMetric',
+            ann_file='data/synthetic/coco/annotations/instances_val2017.json',
+            metric=['bbox', 'segm']),
+        syn_ade_semantic=dict(type='OpenVocabIoUMetric'),
+        syn_refcoco=dict(type='ReferringMetric'),
+        syn_duts=dict(type='ForegroundMetric'),
+        syn_o365_boxes=dict(
+            type='OpenVocabCocoMetric',
+            ann_file='data/synthetic/detection/annotations/boxes_val.json', metric='bbox')))]
+test_evaluator = val_evaluator
+
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=20),
+    checkpoint=dict(type='CheckpointHook', interval=200, by_epoch=False, max_keep_ckpts=2),
+    visualization=dict(type='QueryMeldVisualizationHook', draw=False, max_per_source=6,
+                       score_thr=0.3))
+visualizer = dict(type='QueryMeldLocalVisualizer', vis_backends=[dict(type='LocalVisBackend')],
+                  name='visualizer')
+log_processor = dict(by_epoch=False)
+randomness = dict(seed=0)
+work_dir = './work_dirs/querymeld_tiny_synthetic'

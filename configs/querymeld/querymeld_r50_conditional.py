@@ -1,0 +1,10 @@
+# Table 2 query strategy: conditional queries only (400), as Mask DINO's two-stage selection.
+# The three strategy configs inherit the same bases and differ only in the query counts.
+# Data: add a multi-source train/val dataloader (e.g. COCO panoptic + ADE20K semantic, Table 2).
+_base_ = [
+    '../_base_/models/querymeld_r50.py',
+    '../_base_/default_runtime.py',
+    '../_base_/schedules/schedule_50e.py',
+]
+
+model = dict(head=dict(num_learnable_queries=0, num_conditional_queries=400))

@@ -1,0 +1,137 @@
+"""Tests of the dual-query cross-attention and the query meld decoder."""
+import pytest
+import torch
+
+from mmquerymeld.models.layers import (DualQueryCrossAttention, QueryMeldDecoder,
+                                       build_dn_attn_mask)
+from mmdet.models.layers.transformer.utils import MLP
+
+pytestmark = pytest.mark.usefixtures('single_thread')
+
+C, P, NL, NC = 16, 3, 4, 5
+
+
+def _query(seed=0):
+    torch.manual_seed(seed)
+    return torch.randn(2, P + NL + NC, C), torch.randn(2, P + NL + NC, C)
+
+
+def _parts(x):
+    return x[:, :P], x[:, P:P + NL], x[:, P + NL:]
+
+
+@pytest.mark.parametrize('mode,learn_changes,cond_changes', [
+    ('bidirectional', True, True),
+    ('learnable_to_conditional', True, False),
+    ('conditional_to_learnable', False, True),
+    ('none', False, False),
+])
+def test_dual_attention_modes(mode, learn_changes, cond_changes):
+    torch.manual_seed(0)
+    attn = DualQueryCrossAttention(C, num_heads=4, mode=mode)
+    q, pos = _query()
+    out = attn(q, pos, P, NL, NC)
+    assert out.shape == q.shape
+    dn, learn, cond = _parts(out)
+    dn0, learn0, cond0 = _parts(q)
+    torch.testing.assert_close(dn, dn0)  # denoising queries are never touched
+    assert (not torch.allclose(learn, learn0)) == learn_changes
+    assert (not torch.allclose(cond, cond0)) == cond_changes
+    # cross-type dependency: conditional outputs read the learnable set (and vice versa)
+    q2 = q.clone()
+    q2[:, P:P + NL] += 1.0
+    out2 = attn(q2, pos, P, NL, NC)
+    assert (not torch.allclose(_parts(out2)[2], cond)) == cond_changes
+    q3 = q.clone()
+    q3[:, P + NL:] += 1.0
+    out3 = attn(q3, pos, P, NL, NC)
+    assert (not torch.allclose(_parts(out3)[1], learn)) == learn_changes
+
+
+def test_dual_attention_is_cross_only():
+    # a learnable query's update does not depend on the other learnable queries
+    torch.manual_seed(0)
+    attn = DualQueryCrossAttention(C, num_heads=4)
+    q, pos = _query()
+    out = attn(q, pos, P, NL, NC)
+    q2 = q.clone()
+    q2[:, P + 1] += 3.0  # change learnable query 1 only
+    out2 = attn(q2, pos, P, NL, NC)
+    torch.testing.assert_close(out2[:, P + 0], out[:, P + 0])
+    assert not torch.allclose(out2[:, P + 1], out[:, P + 1])
+
+
+def test_dual_attention_identity_with_one_set_and_bad_mode():
+    attn = DualQueryCrossAttention(C, num_heads=4)
+    q, pos = _query()
+    torch.testing.assert_close(attn(q, pos, P, NL + NC, 0), q)
+    torch.testing.assert_close(attn(q, pos, P, 0, NL + NC), q)
+    separate = DualQueryCrossAttention(C, num_heads=4, share_weights=False)
+    assert separate.learn_attn is not separate.cond_attn
+    shared = DualQueryCrossAttention(C, num_heads=4)
+    assert shared.learn_attn is shared.cond_attn
+    with pytest.raises(ValueError, match='mode'):
+        DualQueryCrossAttention(C, mode='sideways')
+
+
+def _decoder(num_layers=2):
+    layer_cfg = dict(
+        self_attn_cfg=dict(embed_dims=C, num_heads=4, attn_drop=0.0, batch_first=True),
+        cross_attn_cfg=dict(embed_dims=C, num_heads=4, num_levels=2, num_points=2,
+                            dropout=0.0, batch_first=True),
+        ffn_cfg=dict(embed_dims=C, feedforward_channels=32, num_fcs=2, ffn_drop=0.0),
+        dual_attn_cfg=dict(mode='bidirectional'))
+    dec = QueryMeldDecoder(num_layers=num_layers, layer_cfg=layer_cfg)
+    dec.init_weights()
+    return dec
+
+
+def _memory():
+    shapes = torch.tensor([[4, 4], [2, 2]])
+    start = torch.tensor([0, 16])
+    return torch.randn(2, 20, C), shapes, start
+
+
+def test_decoder_shapes_and_refinement():
+    torch.manual_seed(0)
+    dec = _decoder()
+    box_head = MLP(C, C, 4, 3)
+    q, _ = _query()
+    anchors = torch.rand(2, P + NL + NC, 4).clamp(0.1, 0.9)
+    anchors.requires_grad_(True)
+    memory, shapes, start = _memory()
+    hidden, boxes = dec(q, anchors, memory, shapes, start, [box_head] * 2, num_dn=P,
+                        num_learnable=NL, num_conditional=NC)
+    assert len(hidden) == len(boxes) == 2
+    assert hidden[0].shape == (2, P + NL + NC, C) and boxes[1].shape == (2, P + NL + NC, 4)
+    assert ((boxes[1] > 0) & (boxes[1] < 1)).all()
+    # the first layer refines the given anchors and passes gradients into them
+    boxes[0].sum().backward()
+    assert anchors.grad is not None and anchors.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match='box heads'):
+        dec(q, anchors, memory, shapes, start, [box_head])
+
+
+def test_decoder_keeps_denoising_and_matching_apart():
+    torch.manual_seed(0)
+    dec = _decoder()
+    box_head = MLP(C, C, 4, 3)
+    q, _ = _query()
+    anchors = torch.rand(2, P + NL + NC, 4).clamp(0.1, 0.9)
+    memory, shapes, start = _memory()
+    mask = build_dn_attn_mask(1, P, NL + NC)
+    kw = dict(self_attn_mask=mask, num_dn=P, num_learnable=NL, num_conditional=NC)
+    hidden, _ = dec(q, anchors, memory, shapes, start, [box_head] * 2, **kw)
+    q2 = q.clone()
+    q2[:, P:] = torch.randn_like(q2[:, P:])  # change every matching query
+    hidden2, _ = dec(q2, anchors, memory, shapes, start, [box_head] * 2, **kw)
+    torch.testing.assert_close(hidden2[-1][:, :P], hidden[-1][:, :P])  # dn outputs unchanged
+    assert not torch.allclose(hidden2[-1][:, P:], hidden[-1][:, P:])
+    q3 = q.clone()
+    q3[:, :P] = torch.randn_like(q3[:, :P])  # change the denoising queries
+    hidden3, _ = dec(q3, anchors, memory, shapes, start, [box_head] * 2, **kw)
+    torch.testing.assert_close(hidden3[-1][:, P:], hidden[-1][:, P:])  # matching unchanged
+    # without the mask, information leaks
+    hidden4, _ = dec(q3, anchors, memory, shapes, start, [box_head] * 2, num_dn=P,
+                     num_learnable=NL, num_conditional=NC)
+    assert not torch.allclose(hidden4[-1][:, P:], hidden[-1][:, P:])

@@ -1,0 +1,63 @@
+"""Tests of the conditional query selection (two-stage encoder proposals)."""
+import pytest
+import torch
+from mmdet.models.layers.transformer.utils import inverse_sigmoid
+
+from mmquerymeld.models.layers import (ConditionalQueryGenerator, encoder_output_proposals,
+                                       masks_to_anchor_logits)
+
+
+def test_encoder_output_proposals_grid():
+    shapes = torch.tensor([[4, 4], [2, 2]])
+    props, valid = encoder_output_proposals(shapes, batch_size=2, base_scale=0.05)
+    assert props.shape == (2, 20, 4) and valid.shape == (2, 20, 1)
+    boxes = props.sigmoid()
+    # first cell of level 0: centre (0.125, 0.125), side 0.05; level 1: side 0.1
+    torch.testing.assert_close(boxes[0, 0], torch.tensor([0.125, 0.125, 0.05, 0.05]))
+    torch.testing.assert_close(boxes[0, 16], torch.tensor([0.25, 0.25, 0.1, 0.1]))
+    assert valid.all() and torch.isfinite(props).all()
+
+
+def test_selection_takes_topk_scores_and_skips_invalid():
+    torch.manual_seed(0)
+    gen = ConditionalQueryGenerator(embed_dims=16, num_queries=3)
+    shapes = torch.tensor([[4, 4], [2, 2]])
+    memory = torch.randn(2, 20, 16)
+    fixed = torch.arange(20.).repeat(2, 1)
+    fixed[1] = fixed[1].flip(0)
+    out = gen(memory, shapes, lambda feats: fixed + 0 * feats.sum(-1))
+    assert out['topk_index'][0].tolist() == [19, 18, 17]
+    assert out['topk_index'][1].tolist() == [0, 1, 2]
+    feats = gen.enc_output_norm(gen.enc_output(memory))
+    torch.testing.assert_close(out['content'][0], feats[0, [19, 18, 17]])
+    assert not out['content'].requires_grad and out['content_undetached'].requires_grad
+    # the box head starts at zero: anchors are the grid proposals
+    props, _ = encoder_output_proposals(shapes, 2)
+    torch.testing.assert_close(out['anchors'][1], props[1, :3])
+    # a proposal on the border (invalid) is never selected, whatever its score
+    tiny = torch.tensor([[1, 1]])  # one cell of side 1: centre 0.5, w 0.05 -> valid
+    border = torch.tensor([[1, 60]])  # 60 cells: first/last centres < 0.01 / > 0.99
+    props, valid = encoder_output_proposals(border, 1)
+    assert not valid.all() and valid.any()
+    gen1 = ConditionalQueryGenerator(embed_dims=16, num_queries=1)
+    score = torch.zeros(1, 60)
+    score[0, 0] = 100.0  # invalid location gets the best score
+    out = gen1(torch.randn(1, 60, 16), border, lambda f: score + 0 * f.sum(-1))
+    assert out['topk_index'].item() != 0
+    assert tiny.numel() == 2
+
+
+def test_selection_rejects_too_many_queries():
+    gen = ConditionalQueryGenerator(embed_dims=8, num_queries=30)
+    with pytest.raises(ValueError, match='conditional queries'):
+        gen(torch.randn(1, 20, 8), torch.tensor([[4, 4], [2, 2]]), lambda f: f.sum(-1))
+
+
+def test_mask_enhanced_anchors():
+    masks = torch.full((1, 2, 8, 16), -5.0)
+    masks[0, 0, 2:6, 4:12] = 5.0  # box x 4..12, y 2..6 of a 16x8 frame
+    fallback = inverse_sigmoid(torch.tensor([[[0.3, 0.3, 0.1, 0.1]] * 2]))
+    out = masks_to_anchor_logits(masks, fallback).sigmoid()
+    torch.testing.assert_close(out[0, 0], torch.tensor([0.5, 0.5, 0.5, 0.5]), atol=1e-3,
+                               rtol=0)
+    torch.testing.assert_close(out[0, 1], torch.tensor([0.3, 0.3, 0.1, 0.1]))
