@@ -60,3 +60,21 @@ def test_unknown_type_error_names_the_type(runtime_cfg):
     from mmdet.registry import MODELS
     with pytest.raises(KeyError, match='NoSuchQueryMeldThing'):
         MODELS.build(dict(type='NoSuchQueryMeldThing'))
+
+
+def test_one_config_uses_mmdet_mmseg_and_mmpretrain_modules(runtime_cfg):
+    """configs/querymeld/querymeld_swin_t_meld.py: mmpretrain backbone, mmseg dataset/transform,
+    mmdet + mmquerymeld model parts, all built through the registries of the config's scope."""
+    from mmdet.registry import DATASETS, MODELS, TRANSFORMS
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'querymeld', 'querymeld_swin_t_meld.py'))
+    assert cfg.default_scope == 'mmdet'
+    backbone = MODELS.build(cfg.model.backbone)
+    assert type(backbone).__module__.startswith('mmpretrain.'), type(backbone)
+    sources = {s['name']: s for s in cfg.train_dataloader.dataset.sources}
+    ade = sources['ade_semantic']
+    assert DATASETS.get(ade['dataset']['type']).__module__.startswith('mmseg.')
+    ade_transforms = [TRANSFORMS.get(t['type']) for t in ade['pipeline']]
+    modules = {cls.__module__.split('.')[0] for cls in ade_transforms}
+    assert {'mmseg', 'mmquerymeld'} <= modules, modules
+    assert MODELS.get(cfg.model.type).__module__.startswith('mmquerymeld.')
+    assert cfg.model.head.pixel_decoder.in_channels == [96, 192, 384, 768]

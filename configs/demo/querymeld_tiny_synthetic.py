@@ -8,7 +8,7 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 
-max_iters = 600
+max_iters = 2000
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
@@ -49,7 +49,7 @@ test_evaluator = val_evaluator
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
-    checkpoint=dict(type='CheckpointHook', interval=200, by_epoch=False, max_keep_ckpts=2),
+    checkpoint=dict(type='CheckpointHook', interval=500, by_epoch=False, max_keep_ckpts=2),
     visualization=dict(type='QueryMeldVisualizationHook', draw=False, max_per_source=6,
                        score_thr=0.3))
 visualizer = dict(type='QueryMeldLocalVisualizer', vis_backends=[dict(type='LocalVisBackend')],
