@@ -43,16 +43,8 @@ def parse_args() -> argparse.Namespace:
 
 def build_cfg(args: argparse.Namespace) -> Config:
     """Load the config and apply the command-line overrides."""
-    if not osp.isfile(args.config):
-        raise FileNotFoundError(f'config file not found: {args.config}')
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    from mmquerymeld.utils.runtime import load_cfg
+    cfg = load_cfg(args.config, args.launcher, args.cfg_options, args.work_dir)
     if args.amp:
         opt_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if opt_type == 'AmpOptimWrapper':
@@ -83,8 +75,8 @@ def main() -> None:
     args = parse_args()
     # registers mmquerymeld (and mmdet) modules and the safe checkpoint globals
     import mmquerymeld  # noqa: F401
-    cfg = build_cfg(args)
     from mmquerymeld.utils.runtime import adapt_cfg_to_device
+    cfg = build_cfg(args)
     adapt_cfg_to_device(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()

@@ -1,9 +1,41 @@
 """Runtime adjustments of a config to the machine it runs on."""
 import os
+import os.path as osp
+from typing import Optional
 
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
+
+
+def load_cfg(config: str, launcher: str = 'none', cfg_options: Optional[dict] = None,
+             work_dir: Optional[str] = None) -> Config:
+    """Load a config the way tools/train.py and tools/test.py need it.
+
+    Args:
+        config: Path of the config file.
+        launcher: Job launcher (``none``, ``pytorch``, ``slurm``, ``mpi``).
+        cfg_options: ``--cfg-options`` overrides, merged into the config.
+        work_dir: ``--work-dir``; else the config's ``work_dir``; else
+            ``./work_dirs/<config name>``.
+
+    Returns:
+        The loaded config.
+
+    Raises:
+        FileNotFoundError: If ``config`` does not exist (the message names the path).
+    """
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'config file not found: {config}')
+    cfg = Config.fromfile(config)
+    cfg.launcher = launcher
+    if cfg_options is not None:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
+    return cfg
 
 
 def adapt_cfg_to_device(cfg: Config) -> Config:
