@@ -210,3 +210,16 @@ class QMCocoPanopticDataset(CocoPanopticDataset):
                 dict(raw_img_info=raw_img_info, raw_ann_info=segs)))
         del self.coco
         return data_list
+
+    def parse_data_info(self, raw_data_info: dict) -> dict:
+        """mmdet's parsing, plus ``iscrowd`` on every entry of ``segments_info``.
+
+        mmdet turns a crowd thing segment into ``is_thing=False`` without an instance, so
+        nothing downstream could tell it from stuff; panopticapi's PQ needs the crowd regions
+        (``LoadCocoPanopticAnnotations(with_crowd=True)`` reads them).
+        """
+        info = super().parse_data_info(raw_data_info)
+        crowd = {a['id'] for a in raw_data_info['raw_ann_info'] if a.get('iscrowd', 0)}
+        for seg in info['segments_info']:
+            seg['iscrowd'] = seg['id'] in crowd
+        return info

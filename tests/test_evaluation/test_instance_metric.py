@@ -53,3 +53,43 @@ def test_open_vocab_coco_empty_results(tmp_path):
     metric = OpenVocabCocoMetric(ann_file=ann)
     metric.dataset_meta = dict(classes=COCO_CLASSES)
     assert metric.evaluate(0) == {}
+
+
+def test_panoptic_source_scored_on_instances_json_drops_stuff(tmp_path):
+    # Table 2 config: a COCO panoptic source (things + stuff classes) scored with the
+    # instances json, which lists the things only; texts are the cleaned class names
+    import torch
+    from mmengine.structures import InstanceData
+    ann = osp.join(tmp_path, 'toy.json')
+    write_coco_json(ann)
+    classes = COCO_CLASSES + ('sky-other-merged', )
+    texts = list(COCO_CLASSES) + ['sky']
+    samples = coco_samples(texts=texts)
+    for s in samples:  # a confident stuff segment covering the image: not a COCO category
+        p = s.pred_instances
+        full = torch.ones((1, 32, 32), dtype=torch.bool)
+        s.pred_instances = InstanceData(
+            masks=torch.cat([p.masks, full]), bboxes=torch.cat([p.bboxes, torch.tensor(
+                [[0., 0., 32., 32.]])]), scores=torch.cat([p.scores, torch.ones(1)]),
+            labels=torch.cat([p.labels, torch.tensor([2])]),
+            query_types=torch.cat([p.query_types, torch.zeros(1, dtype=torch.long)]))
+    metric = OpenVocabCocoMetric(ann_file=ann, metric=['bbox', 'segm'])
+    metric.dataset_meta = dict(classes=classes)
+    metric.process({}, [s.to_dict() for s in samples])
+    res = metric.evaluate(len(samples))
+    assert res['coco/segm_mAP'] == pytest.approx(1.0)
+    assert res['coco/bbox_mAP'] == pytest.approx(1.0)
+    assert metric.cat_ids == [3, 7]
+
+
+def test_open_vocab_coco_no_class_in_ann_file_is_an_error(tmp_path):
+    ann = osp.join(tmp_path, 'toy.json')
+    write_coco_json(ann)
+    metric = OpenVocabCocoMetric(ann_file=ann)
+    metric.dataset_meta = dict(classes=('zebra', 'lion'))
+    dicts = [s.to_dict() for s in coco_samples()]
+    for d in dicts:
+        d.pop('texts')  # labels index dataset_meta['classes'] directly
+    metric.process({}, dicts)
+    with pytest.raises(KeyError, match='none of'):
+        metric.evaluate(2)

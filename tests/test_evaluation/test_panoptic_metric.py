@@ -167,3 +167,18 @@ def test_thing_flags_from_dataset_meta_classes():
     res = _evaluate([s], dataset_meta=dict(classes=('a', 'b'), thing_flags=[False, True]))
     assert res['panoptic/PQ_th'] == pytest.approx(100.0)
     assert res['panoptic/PQ_st'] == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize('meta', [
+    dict(classes=('person', 'road-other-merged'), thing_flags=[True, False]),
+    dict(thing_classes=('person', ), stuff_classes=('road-other-merged', ))])
+def test_thing_flags_match_cleaned_prompt_texts(meta):
+    # texts are the prompt text of COCO panoptic names ('road-other-merged' -> 'road')
+    h, w = 6, 6
+    m_a = box_mask(h, w, slice(0, 3), slice(0, 6))
+    m_b = box_mask(h, w, slice(3, 6), slice(0, 6))
+    s = panoptic_sample(h, w, [m_a, m_b], [0, 1], np.where(m_a, 1000, 2), texts=['person', 'road'],
+                        flags=None)  # person perfect, road missed
+    res = _evaluate([s], dataset_meta=meta)
+    assert res['panoptic/PQ_th'] == pytest.approx(100.0)
+    assert res['panoptic/PQ_st'] == pytest.approx(0.0)

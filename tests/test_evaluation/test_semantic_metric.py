@@ -52,3 +52,14 @@ def test_unknown_text_and_shape_mismatch_are_clear_errors():
         _run([semantic_sample(GT, PRED, ['a', 'b', 'zebra'])])
     with pytest.raises(ValueError, match='s.png'):
         _run([semantic_sample(GT, PRED[:, :3], CLASSES)])
+
+
+def test_cleaned_prompt_texts_match_raw_class_names():
+    # ToUnifiedTargets(clean_names=True) turns mmseg's ADE20K 'bed ' (trailing space) and
+    # 'traffic_light' style names into prompt text; the metric must still map them back
+    raw = ('a', 'bed ', 'traffic_light')
+    texts = ['a', 'bed', 'traffic light']
+    metric = OpenVocabIoUMetric()
+    metric.dataset_meta = dict(classes=raw)
+    metric.process({}, [semantic_sample(GT, PRED, texts).to_dict()])
+    assert metric.evaluate(1)['semantic/mIoU'] == pytest.approx(MIOU, abs=0.01)

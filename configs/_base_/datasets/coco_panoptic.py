@@ -17,7 +17,7 @@ coco_panoptic_train_pipeline = [
 coco_panoptic_val_pipeline = [
     dict(type='SafeLoadImageFromFile'),
     dict(type='Resize', scale=coco_lsj_size, keep_ratio=True),
-    dict(type='LoadCocoPanopticAnnotations'),
+    dict(type='LoadCocoPanopticAnnotations', with_crowd=True),  # crowd regions for PQ
     dict(type='ToUnifiedTargets', test_mode=True, keep_sem_seg=True),
     dict(type='PackQueryMeldInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'task',

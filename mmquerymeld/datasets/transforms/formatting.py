@@ -25,7 +25,8 @@ class PackQueryMeldInputs(PackDetInputs):
     ``masks`` (BitmapMasks ``[N, H, W]``), ``bboxes`` (float Tensor ``[N, 4]`` xyxy), ``labels``
     (long ``[N]``, index into ``metainfo['texts']``), ``mask_valid`` (bool ``[N]``).
     ``gt_sem_seg`` (``sem_seg`` long ``[1, H, W]``, metainfo ``ignore_index``) when the pipeline
-    kept ``gt_seg_map``. Metainfo: task, texts, source, thing_flags and the usual mmdet keys.
+    kept ``gt_seg_map``. Panoptic evaluation samples with crowd regions also carry
+    ``gt_instances.ignore_flags`` (bool ``[N]``, True for crowd rows). Metainfo: task, texts, source, thing_flags and the usual mmdet keys.
 
     A float image (some colour jitters return float32) is rounded back to uint8.
 
@@ -41,6 +42,7 @@ class PackQueryMeldInputs(PackDetInputs):
         'gt_bboxes_labels': 'labels',
         'gt_masks': 'masks',
         'gt_mask_valid': 'mask_valid',
+        'gt_crowd_flags': 'ignore_flags',
     }
 
     def __init__(self, meta_keys: Sequence[str] = DEFAULT_META_KEYS) -> None:
@@ -71,6 +73,8 @@ class PackQueryMeldInputs(PackDetInputs):
             n = len(inst.bboxes)
             inst.mask_valid = gt.mask_valid.bool().reshape(-1) if 'mask_valid' in gt else \
                 torch.zeros(n, dtype=torch.bool)
+            if 'ignore_flags' in gt:  # crowd rows of panoptic evaluation samples
+                inst.ignore_flags = gt.ignore_flags.bool().reshape(-1)
         sample.gt_instances = inst
         if 'gt_seg_map' in results:
             seg = torch.from_numpy(np.asarray(results['gt_seg_map'], dtype=np.int64)[None].copy())

@@ -81,18 +81,26 @@ class LoadCocoPanopticAnnotations(MMDetLoadPanopticAnnotations):
     segment (things and stuff, 255 = void). :class:`ToUnifiedTargets` turns the stuff classes of
     ``gt_seg_map`` into one mask per present stuff class.
 
+    With ``with_crowd`` (evaluation pipelines only: no transform moves these keys) the crowd
+    segments (``segments_info[i]['iscrowd']``, set by :class:`QMCocoPanopticDataset`) are kept
+    too, as ``gt_crowd_masks`` (uint8 ``[C, H, W]``) and ``gt_crowd_labels`` (int64 ``[C]``):
+    panopticapi's PQ does not count predictions on a crowd region of their class as false
+    positives, and does not treat crowd pixels as void.
+
     Required Keys: seg_map_path, segments_info, instances, ori_shape.
-    Added Keys: gt_bboxes, gt_bboxes_labels, gt_ignore_flags, gt_masks, gt_seg_map, ignore_index.
+    Added Keys: gt_bboxes, gt_bboxes_labels, gt_ignore_flags, gt_masks, gt_seg_map, ignore_index,
+    gt_crowd_masks and gt_crowd_labels (``with_crowd``).
     """
 
     def __init__(self, with_bbox: bool = True, with_label: bool = True, with_mask: bool = True,
                  with_seg: bool = True, box_type: str = 'hbox', imdecode_backend: str = 'cv2',
-                 backend_args: Optional[dict] = None) -> None:
+                 backend_args: Optional[dict] = None, with_crowd: bool = False) -> None:
         MMDetLoadAnnotations.__init__(
             self, with_bbox=with_bbox, with_label=with_label, with_mask=with_mask,
             with_seg=with_seg, with_keypoints=False, box_type=box_type,
             imdecode_backend=imdecode_backend, backend_args=backend_args)
         self.rgb2id = rgb2id
+        self.with_crowd = with_crowd
 
     def _load_masks_and_semantic_segs(self, results: dict) -> None:
         path = results.get('seg_map_path')
@@ -107,6 +115,8 @@ class LoadCocoPanopticAnnotations(MMDetLoadPanopticAnnotations):
         h, w = ids.shape
         gt_seg = np.full((h, w), IGNORE_INDEX_8BIT, dtype=np.uint8)
         thing_masks: List[np.ndarray] = []
+        crowd_masks: List[np.ndarray] = []
+        crowd_labels: List[int] = []
         for seg in results['segments_info']:
             mask = ids == seg['id']
             if seg['category'] >= IGNORE_INDEX_8BIT:
@@ -115,6 +125,13 @@ class LoadCocoPanopticAnnotations(MMDetLoadPanopticAnnotations):
             gt_seg[mask] = seg['category']
             if seg.get('is_thing'):
                 thing_masks.append(mask.astype(np.uint8))
+            elif seg.get('iscrowd'):
+                crowd_masks.append(mask.astype(np.uint8))
+                crowd_labels.append(int(seg['category']))
+        if self.with_crowd:
+            results['gt_crowd_masks'] = np.stack(crowd_masks) if crowd_masks else \
+                np.zeros((0, h, w), dtype=np.uint8)
+            results['gt_crowd_labels'] = np.asarray(crowd_labels, dtype=np.int64)
         if self.with_mask:
             results['gt_masks'] = BitmapMasks(thing_masks, h, w) if thing_masks else \
                 BitmapMasks(np.zeros((0, h, w), dtype=np.uint8), h, w)
@@ -260,12 +277,6 @@ class LoadSemSegAnnotations(BaseTransform):
                 seg = seg.astype(np.uint16)
                 ignore = IGNORE_INDEX_16BIT
             gt = seg.copy()
-            label_map = results.get('label_map')
-            if label_map:
-                mapped = gt.copy()
-                for old, new in label_map.items():
-                    mapped[gt == old] = new if new != IGNORE_INDEX_8BIT else ignore
-                gt = mapped
             reduce_zero = results.get('reduce_zero_label', self.reduce_zero_label)
             if reduce_zero is None:
                 reduce_zero = False
@@ -274,11 +285,19 @@ class LoadSemSegAnnotations(BaseTransform):
                 raise ValueError(
                     f'{path}: reduce_zero_label={self.reduce_zero_label} in the pipeline '
                     f'disagrees with the dataset\'s {results["reduce_zero_label"]}')
+            # mmseg's order: reduce the zero label first, then apply the dataset's label_map
+            # (whose keys index the reduced classes, BaseSegDataset.get_label_map)
             if reduce_zero:
                 zero = gt == 0
                 keep = gt == ignore
                 gt = gt - 1
                 gt[zero | keep] = ignore
+            label_map = results.get('label_map')
+            if label_map:
+                mapped = gt.copy()
+                for old, new in label_map.items():
+                    mapped[gt == old] = new if new != IGNORE_INDEX_8BIT else ignore
+                gt = mapped
         results['gt_seg_map'] = gt
         results['ignore_index'] = ignore
         results.setdefault('seg_fields', [])

@@ -48,7 +48,11 @@ class ToUnifiedTargets(BaseTransform):
     are text indices), gt_ignore_flags (removed).
 
     Added Keys: gt_mask_valid (bool [N]), texts (list[str]), thing_flags (list[bool], when the
-    source metainfo tells things from stuff), seg_ignore_index (with ``keep_sem_seg``).
+    source metainfo tells things from stuff), seg_ignore_index (with ``keep_sem_seg``),
+    gt_crowd_flags (bool [N], panoptic evaluation only: with ``test_mode`` and the crowd
+    segments of ``LoadCocoPanopticAnnotations(with_crowd=True)``, the crowd regions are
+    appended as rows flagged True; packed as ``gt_instances.ignore_flags`` for
+    :class:`PanopticQualityMetric`).
 
     Args:
         max_texts: cap on the vocabulary of class-based tasks; None keeps all classes. Also caps
@@ -218,9 +222,26 @@ class ToUnifiedTargets(BaseTransform):
                 boxes = np.concatenate([boxes, s_boxes])
                 cls = np.concatenate([cls, s_cls])
                 valid = np.concatenate([valid, np.ones(len(s_masks), dtype=bool)])
+        crowd = np.zeros(len(cls), dtype=bool)
+        if task == 'panoptic' and self.test_mode and results.get('gt_crowd_masks') is not None:
+            # evaluation only: crowd regions as extra rows flagged in gt_crowd_flags
+            # (panopticapi pq_compute: crowd is neither matched, FN, nor void)
+            c_masks = np.asarray(results['gt_crowd_masks'], dtype=np.uint8).reshape(-1, *frame)
+            c_cls = np.asarray(results['gt_crowd_labels'], dtype=np.int64).reshape(-1)
+            if len(c_cls) != len(c_masks) or (len(c_cls) and (c_cls.min() < 0
+                                                              or c_cls.max() >= k)):
+                raise ValueError(_err(results, f'{len(c_masks)} crowd masks with crowd labels '
+                                      f'{c_cls.tolist()} (expected one label in [0, {k}) each)'))
+            masks = np.concatenate([masks, c_masks])
+            boxes = np.concatenate([boxes, masks_to_bboxes(c_masks.astype(bool))])
+            cls = np.concatenate([cls, c_cls])
+            valid = np.concatenate([valid, np.ones(len(c_cls), dtype=bool)])
+            crowd = np.concatenate([crowd, np.ones(len(c_cls), dtype=bool)])
         texts, sub_flags, remap = self._vocabulary(results, cls, names, flags)
         labels = remap[cls] if len(cls) else cls
         out = dict(masks=masks, boxes=boxes, labels=labels, valid=valid, texts=texts)
+        if crowd.any():
+            out['crowd'] = crowd
         if sub_flags is not None:
             out['thing_flags'] = [bool(f) for f in sub_flags]
         elif task in ('instance', 'detection'):
@@ -313,8 +334,11 @@ class ToUnifiedTargets(BaseTransform):
             results['thing_flags'] = out['thing_flags']
         else:
             results.pop('thing_flags', None)
-        for key in ('gt_ignore_flags', 'gt_instance_table'):
+        for key in ('gt_ignore_flags', 'gt_instance_table', 'gt_crowd_masks', 'gt_crowd_labels',
+                    'gt_crowd_flags'):
             results.pop(key, None)
+        if 'crowd' in out:
+            results['gt_crowd_flags'] = np.asarray(out['crowd'], dtype=bool)
         if self.keep_sem_seg and 'sem_seg' in out:
             results['gt_seg_map'] = out['sem_seg']
             results['seg_ignore_index'] = out['ignore']

@@ -2,12 +2,13 @@
 import logging
 from typing import Any, Dict, Optional, Sequence
 
+import numpy as np
 from mmdet.evaluation.metrics import CocoMetric
 from mmdet.registry import METRICS
 from mmengine.logging import print_log
 
-from .sample_utils import (as_dict, get_field, same_vocabulary, text_to_class_index,
-                           to_tensor)
+from .sample_utils import (as_dict, class_lookup, get_field, same_vocabulary,
+                           text_to_class_index, to_tensor)
 
 
 @METRICS.register_module()
@@ -55,16 +56,57 @@ class OpenVocabCocoMetric(CocoMetric):
             print_log(f'{type(self).__name__}: no samples were evaluated; returning no metrics',
                       logger='current', level=logging.WARNING)
             return {}
-        if self.cat_ids is None and self._coco_api is not None:
-            # category ids by name, in the order of dataset_meta['classes'] (mmdet's
-            # get_cat_ids returns them in the json's order, which need not match)
-            classes = (self.dataset_meta or {}).get('classes')
-            if classes is None:
-                raise KeyError(f"{type(self).__name__}: dataset_meta has no 'classes'")
-            name_to_id = {cat['name']: cat['id'] for cat in self._coco_api.cats.values()}
-            missing = [c for c in classes if c not in name_to_id]
-            if missing:
-                raise KeyError(f'{type(self).__name__}: classes {missing[:5]} are not categories '
-                               f'of ann_file')
-            self.cat_ids = [name_to_id[c] for c in classes]
+        if self._coco_api is not None:
+            results = self._restrict_to_ann_file(results)
         return super().compute_metrics(results)
+
+    def _restrict_to_ann_file(self, results: list) -> list:
+        """Set ``cat_ids`` by name and drop predictions of classes ``ann_file`` lacks.
+
+        Category ids are looked up by name (exact, or the prompt text of the class name) in the
+        order of ``dataset_meta['classes']``: mmdet's ``get_cat_ids`` returns them in the json's
+        order, which need not match. Classes absent from ``ann_file`` (the stuff classes of a
+        panoptic source scored with ``instances_*.json``, as mmdet's panoptic recipes do) are
+        not evaluated: their predictions are dropped and the other labels renumbered.
+
+        Args:
+            results: ``(gt, pred)`` pairs from :meth:`process`.
+
+        Returns:
+            The pairs with predictions restricted to the classes of ``ann_file``.
+        """
+        name = type(self).__name__
+        classes = (self.dataset_meta or {}).get('classes')
+        if classes is None:
+            raise KeyError(f"{name}: dataset_meta has no 'classes'")
+        cats = list(self._coco_api.cats.values())
+        lookup = class_lookup([cat['name'] for cat in cats])
+        cat_of = [lookup(c) for c in classes]
+        present = [i for i, c in enumerate(cat_of) if c is not None]
+        if not present:
+            raise KeyError(f"{name}: none of dataset_meta['classes'] ({list(classes)[:5]} ...) "
+                           'is a category of ann_file')
+        missing = [c for c, k in zip(classes, cat_of) if k is None]
+        if missing:
+            print_log(f'{name}: {len(missing)} classes are not categories of ann_file and are '
+                      f'not evaluated (their predictions are dropped): {missing[:5]} ...',
+                      logger='current', level=logging.WARNING)
+        self.cat_ids = [cats[cat_of[i]]['id'] for i in present]
+        new_label = np.full(len(classes), -1, dtype=np.int64)
+        new_label[present] = np.arange(len(present))
+        out = []
+        for gt, pred in results:
+            labels = np.asarray(pred['labels'], dtype=np.int64)
+            if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
+                raise ValueError(f'{name}: image {gt.get("img_id")}: predicted labels outside '
+                                 f"[0, {len(classes)}) (dataset_meta['classes'])")
+            keep = new_label[labels] >= 0 if len(labels) else np.zeros(0, dtype=bool)
+            pred = dict(pred)
+            for key in ('bboxes', 'scores', 'mask_scores'):
+                if key in pred:
+                    pred[key] = np.asarray(pred[key])[keep]
+            if 'masks' in pred:
+                pred['masks'] = [m for m, k in zip(pred['masks'], keep) if k]
+            pred['labels'] = new_label[labels[keep]]
+            out.append((gt, pred))
+        return out

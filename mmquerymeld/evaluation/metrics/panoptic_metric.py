@@ -8,8 +8,8 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
 from ..functional.panoptic import merge_category_stats, panoptic_image_stats, pq_average
-from .sample_utils import (as_dict, binary_masks, check_shape, get_field, sample_name,
-                           to_tensor)
+from .sample_utils import (as_dict, binary_masks, check_shape, class_lookup, get_field,
+                           sample_name, to_tensor)
 
 try:  # the project constant (mmdet's INSTANCE_OFFSET = 1000)
     from mmquerymeld.utils import INSTANCE_OFFSET
@@ -96,24 +96,25 @@ class PanopticQualityMetric(BaseMetric):
             return [bool(f) for f in flags]
         meta = self.dataset_meta or {}
         if meta.get('thing_flags') is not None and meta.get('classes') is not None:
-            by_name = dict(zip(meta['classes'], meta['thing_flags']))
-            missing = [t for t in texts if t not in by_name]
+            lookup = class_lookup(meta['classes'])  # exact or cleaned ('tree-merged') names
+            index = [lookup(t) for t in texts]
+            missing = [t for t, i in zip(texts, index) if i is None]
             if missing:
                 raise KeyError(f'{name}: sample {sample_name(sample)}: texts {missing[:5]} are not '
                                "in dataset_meta['classes'] (needed for its 'thing_flags')")
-            return [bool(by_name[t]) for t in texts]
+            return [bool(meta['thing_flags'][i]) for i in index]
         things, stuff = meta.get('thing_classes'), meta.get('stuff_classes')
         if things is None and stuff is None:
             raise KeyError(f'{name}: sample {sample_name(sample)} has no "thing_flags" and '
                            "dataset_meta has neither 'thing_flags' (with 'classes') nor "
                            "'thing_classes' / 'stuff_classes'")
-        things, stuff = set(things or []), set(stuff or [])
+        things, stuff = list(things or []), list(stuff or [])
+        lookup = class_lookup(things + stuff)  # exact or cleaned names
         out = []
         for t in texts:
-            if t in things:
-                out.append(True)
-            elif t in stuff:
-                out.append(False)
+            i = lookup(t)
+            if i is not None:
+                out.append(i < len(things))
             elif things and not stuff:  # only thing_classes known: the rest is stuff
                 out.append(False)
             elif stuff and not things:  # only stuff_classes known: the rest are things

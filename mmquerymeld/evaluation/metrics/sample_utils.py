@@ -4,12 +4,14 @@ mmengine's ``Evaluator`` hands metrics each data sample as a dict (``DetDataSamp
 metainfo keys and data fields side by side, nested data elements as dicts). The helpers here
 also accept a ``DetDataSample`` itself, and turn masks of any mmdet flavour into tensors.
 """
-from typing import Any, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
 from mmengine.structures import BaseDataElement
 from torch import Tensor
+
+from mmquerymeld.datasets.utils import clean_class_name
 
 _MISSING = object()
 
@@ -121,13 +123,41 @@ def check_shape(t: Tensor, shape: Sequence[int], sample: dict, field: str, metri
                          f"truth's)")
 
 
+def class_lookup(classes: Sequence[str]) -> Callable[[str], Optional[int]]:
+    """``text -> index into classes`` by exact name, else by prompt text.
+
+    The pipelines turn class names into prompt text (``ToUnifiedTargets(clean_names=True)``:
+    mmseg's ADE20K ``'bed '`` -> ``'bed'``, LVIS ``'aerosol_can'`` -> ``'aerosol can'``, COCO
+    panoptic ``'tree-merged'`` -> ``'tree'``), so a sample's texts may be the cleaned form of
+    ``dataset_meta['classes']``. A cleaned form shared by several classes matches none.
+
+    Args:
+        classes: The dataset's class names (C).
+
+    Returns:
+        A function giving the class index of a text, or None when it matches no class.
+    """
+    exact = {name: i for i, name in enumerate(classes)}
+    cleaned: dict = {}
+    for i, name in enumerate(classes):
+        cleaned.setdefault(clean_class_name(str(name)), []).append(i)
+
+    def lookup(text: str) -> Optional[int]:
+        if text in exact:
+            return exact[text]
+        hits = cleaned.get(text, ())
+        return hits[0] if len(hits) == 1 else None
+
+    return lookup
+
+
 def text_to_class_index(texts: Sequence[str], classes: Sequence[str], sample: dict,
                         metric: str) -> Tensor:
     """Map each of a sample's texts to its index in the dataset's ``classes``.
 
     Predictions index the sample's vocabulary ``metainfo['texts']``; dataset-level metrics
-    (mmseg IoU, COCO AP) index ``dataset_meta['classes']``. When a test pipeline samples or
-    reorders the vocabulary, this gives the translation.
+    (mmseg IoU, COCO AP) index ``dataset_meta['classes']``. When a test pipeline samples,
+    reorders or cleans the vocabulary (see :func:`class_lookup`), this gives the translation.
 
     Args:
         texts: The sample's vocabulary (K).
@@ -138,12 +168,13 @@ def text_to_class_index(texts: Sequence[str], classes: Sequence[str], sample: di
     Returns:
         Long tensor ``[K]`` of indices into ``classes``.
     """
-    lookup = {name: i for i, name in enumerate(classes)}
-    missing = [t for t in texts if t not in lookup]
+    lookup = class_lookup(classes)
+    index = [lookup(t) for t in texts]
+    missing = [t for t, i in zip(texts, index) if i is None]
     if missing:
         raise KeyError(f'{metric}: sample {sample_name(sample)}: texts {missing[:5]} are not in '
                        f"dataset_meta['classes']")
-    return torch.as_tensor([lookup[t] for t in texts], dtype=torch.long)
+    return torch.as_tensor(index, dtype=torch.long)
 
 
 def same_vocabulary(texts: Optional[List[str]], classes: Optional[Sequence[str]]) -> bool:
