@@ -73,9 +73,10 @@ def write_metrics(metrics: dict, path: str) -> None:
     out_dir = osp.dirname(osp.abspath(path))
     os.makedirs(out_dir, exist_ok=True)
     tmp = path + '.tmp'
+    # metric values may be numpy scalars
+    plain = {k: v.item() if hasattr(v, 'item') else v for k, v in metrics.items()}
     with open(tmp, 'w') as f:
-        json.dump({k: float(v) if isinstance(v, (int, float)) else v
-                   for k, v in metrics.items()}, f, indent=2, sort_keys=True)
+        json.dump(plain, f, indent=2, sort_keys=True)
     os.replace(tmp, path)
 
 

@@ -9,7 +9,9 @@ _base_ = [
 ]
 
 max_iters = 2000
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+# no validation pass during training: tools/run_demo.sh evaluates (and paints) the final model
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters,
+                 val_begin=max_iters + 1)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 

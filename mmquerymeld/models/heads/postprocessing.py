@@ -130,7 +130,7 @@ def postprocess_panoptic(cls_logits: Tensor,
                          mask_logits: Tensor,
                          query_types: Optional[Tensor],
                          thing_flags: Sequence[bool],
-                         object_mask_thr: float = 0.8,
+                         object_mask_thr: float = 0.25,
                          iou_thr: float = 0.8,
                          mask_thr: float = 0.5) -> Tuple[PixelData, InstanceData]:
     """Panoptic segmentation (Mask2Former panoptic inference with sigmoid classes).
@@ -145,7 +145,9 @@ def postprocess_panoptic(cls_logits: Tensor,
         mask_logits: [Q, H, W].
         query_types: [Q] long, or None (then -1).
         thing_flags: K bools, True for thing texts (from the evaluation dataset's metainfo).
-        object_mask_thr: Minimum class probability of a kept query. Defaults to 0.8.
+        object_mask_thr: Minimum class probability of a kept query. Defaults to 0.25 (Mask DINO's
+            value for sigmoid class scores; Mask2Former's 0.8 is meant for softmax scores and
+            keeps almost nothing after focal-loss training).
         iou_thr: Minimum (won area / own mask area) of a kept query. Defaults to 0.8.
         mask_thr: Probability threshold of a query's own mask. Defaults to 0.5.
 

@@ -72,7 +72,7 @@ class QueryMeldHead(BaseModule):
         num_conditional_queries: Nc.
         denoising: kwargs of :class:`OpenVocabDenoisingGenerator` (``text_dims`` / ``embed_dims``
             filled in), or None to disable denoising training.
-        proposal_base_scale: Side of the level-0 encoder grid proposals.
+        proposal_base_scale: Side of the finest level's encoder grid proposals.
         mask_enhanced_box_init: Initialise conditional anchors from the proposals' masks.
         initial_pred: Also predict from the initial queries (one more auxiliary output).
         share_box_head: One box-refinement MLP for all layers (Mask DINO) or one per layer.
@@ -242,10 +242,32 @@ class QueryMeldHead(BaseModule):
             boxes.append(b.clamp(0, 1))
         return labels, boxes
 
+    @staticmethod
+    def image_valid_ratios(batch_data_samples: SampleList, device: torch.device) -> Tensor:
+        """Fraction of the padded batch frame covered by each image.
+
+        Returns:
+            Tensor: ``[B, 2]`` ``(img_w / pad_w, img_h / pad_h)`` (1 where ``img_shape`` is
+            missing).
+        """
+        ratios = []
+        for sample in batch_data_samples:
+            meta = sample.metainfo
+            pad_h, pad_w = meta['batch_input_shape'][:2]
+            img_h, img_w = meta.get('img_shape', (pad_h, pad_w))[:2]
+            ratios.append((min(img_w / pad_w, 1.0), min(img_h / pad_h, 1.0)))
+        return torch.tensor(ratios, dtype=torch.float32, device=device)
+
     # ------------------------------------------------------------------ forward
-    def _matching_queries(self, enc: dict, text_embeds: Tensor, text_valid: Tensor
+    def _matching_queries(self, enc: dict, text_embeds: Tensor, text_valid: Tensor,
+                          valid_ratios: Optional[Tensor] = None
                           ) -> Tuple[Tensor, Tensor, Optional[Dict[str, Tensor]]]:
         """Learnable and conditional queries (paper 3.2, Figure 3 (a)-(c)).
+
+        Args:
+            enc: Pixel decoder outputs. text_embeds: ``[B, K, D]``. text_valid: ``[B, K]``.
+            valid_ratios: ``[B, 2]`` image / padded frame (see :meth:`image_valid_ratios`):
+                encoder proposals in the batch padding are not selected.
 
         Returns:
             tuple: content ``[B, Q, C]``, anchors ``[B, Q, 4]`` (unsigmoided cxcywh), ordered
@@ -265,7 +287,8 @@ class QueryMeldHead(BaseModule):
                 logits = self.text_classifier(feats, text_embeds, text_valid)
                 return logits.masked_fill(~text_valid[:, None], float('-inf')).max(-1).values
 
-            sel = self.query_selector(memory, enc['spatial_shapes'], score_fn)
+            sel = self.query_selector(memory, enc['spatial_shapes'], score_fn,
+                                      valid_ratios=valid_ratios)
             cond_anchors = sel['anchors']
             if self.training or self.mask_enhanced_box_init:
                 enc_logits, enc_masks = self.predict_heads(
@@ -300,7 +323,9 @@ class QueryMeldHead(BaseModule):
         text_embeds, text_valid = self.encode_texts(batch_data_samples)
         enc = self.pixel_decoder(x)
         mask_features = enc['mask_features']
-        query, anchor_logits, enc_outputs = self._matching_queries(enc, text_embeds, text_valid)
+        query, anchor_logits, enc_outputs = self._matching_queries(
+            enc, text_embeds, text_valid,
+            self.image_valid_ratios(batch_data_samples, enc['memory'].device))
 
         dn = None
         if self.training and self.dn_generator is not None:

@@ -1,5 +1,5 @@
 """Conditional queries: two-stage selection of encoder proposals scored against text embeddings."""
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import torch
 from mmdet.models.layers.transformer.utils import MLP, inverse_sigmoid
@@ -13,35 +13,52 @@ INVALID_PROPOSAL_LOGIT = 10.0
 
 
 def encoder_output_proposals(spatial_shapes: Tensor, batch_size: int, base_scale: float = 0.05,
-                             device=None) -> tuple:
+                             device=None, valid_ratios: Optional[Tensor] = None) -> tuple:
     """Grid proposals at every memory location (Deformable DETR two-stage, Zhu et al. 2020).
 
-    Each location of level ``l`` proposes a box centred on the cell with side
-    ``base_scale * 2**l`` (normalised to the padded frame).
+    Each location proposes a box centred on its cell with side ``base_scale * 2**r`` (normalised
+    to the padded frame), where ``r`` is the level's rank by resolution, finest first: the
+    finest map (stride 8) proposes the smallest boxes, as in Deformable DETR / Mask DINO. The rank
+    does not depend on the order of ``spatial_shapes`` (the pixel decoder lists the coarsest
+    level first).
 
     Args:
         spatial_shapes: ``[L, 2]`` long, ``(h_l, w_l)``.
         batch_size: B.
-        base_scale: Side of the level-0 proposals.
+        base_scale: Side of the finest level's proposals.
         device: Device of the result; defaults to ``spatial_shapes.device``.
+        valid_ratios: ``[B, 2]`` optional ``(w, h)`` fraction of the padded frame covered by each
+            image; proposals centred in the padding are then invalid.
 
     Returns:
         tuple: ``proposals`` ``[B, S, 4]`` unsigmoided cxcywh, and ``valid`` ``[B, S, 1]`` bool,
-        False where the proposal touches the border (its logit is then a large finite value).
+        False where the proposal touches the border (its logit is then a large finite value)
+        or, with ``valid_ratios``, lies in the padding (its box is kept).
     """
     device = device if device is not None else spatial_shapes.device
+    shapes = spatial_shapes.tolist()
+    # rank of each level by number of cells, largest (finest) first; stable for ties
+    order = sorted(range(len(shapes)), key=lambda i: -shapes[i][0] * shapes[i][1])
+    rank = {lvl: r for r, lvl in enumerate(order)}
     props = []
-    for lvl, (h, w) in enumerate(spatial_shapes.tolist()):
+    for lvl, (h, w) in enumerate(shapes):
         ys, xs = torch.meshgrid(
             torch.arange(h, dtype=torch.float32, device=device),
             torch.arange(w, dtype=torch.float32, device=device), indexing='ij')
         cxcy = torch.stack([(xs.reshape(-1) + 0.5) / w, (ys.reshape(-1) + 0.5) / h], -1)
-        wh = torch.full_like(cxcy, base_scale * 2.0**lvl)
+        wh = torch.full_like(cxcy, base_scale * 2.0**rank[lvl])
         props.append(torch.cat([cxcy, wh], -1))
     proposals = torch.cat(props, 0)[None].expand(batch_size, -1, -1)
     valid = ((proposals > 0.01) & (proposals < 0.99)).all(-1, keepdim=True)
     proposals = inverse_sigmoid(proposals.clamp(0.01, 0.99), eps=1e-5)
     proposals = proposals.masked_fill(~valid, INVALID_PROPOSAL_LOGIT)
+    if valid_ratios is not None:
+        if tuple(valid_ratios.shape) != (batch_size, 2):
+            raise ValueError(f'encoder_output_proposals: valid_ratios must be [{batch_size}, 2] '
+                             f'(w, h), got {tuple(valid_ratios.shape)}')
+        centres = torch.cat(props, 0)[None, :, :2]  # [1, S, 2]
+        inside = (centres < valid_ratios.to(device)[:, None, :]).all(-1, keepdim=True)
+        valid = valid & inside
     return proposals, valid
 
 
@@ -84,7 +101,7 @@ class ConditionalQueryGenerator(BaseModule):
     Args:
         embed_dims: Hidden size C.
         num_queries: k, the number of conditional queries.
-        base_scale: Side of the level-0 grid proposals.
+        base_scale: Side of the finest level's grid proposals.
     """
 
     def __init__(self, embed_dims: int = 256, num_queries: int = 300, base_scale: float = 0.05,
@@ -100,7 +117,8 @@ class ConditionalQueryGenerator(BaseModule):
         nn.init.zeros_(self.enc_box_head.layers[-1].bias)
 
     def forward(self, memory: Tensor, spatial_shapes: Tensor,
-                score_fn: Callable[[Tensor], Tensor]) -> Dict[str, Tensor]:
+                score_fn: Callable[[Tensor], Tensor],
+                valid_ratios: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """Select the top-k proposals.
 
         Args:
@@ -108,6 +126,9 @@ class ConditionalQueryGenerator(BaseModule):
             spatial_shapes: ``[L, 2]`` long.
             score_fn: Maps proposal features ``[B, S, C]`` to one score per proposal ``[B, S]``
                 (the max class logit over the sample's valid texts).
+            valid_ratios: ``[B, 2]`` optional ``(w, h)`` fraction of the padded frame covered by
+                each image (``img_shape / batch_input_shape``): proposals centred in the batch
+                padding are never selected (unless fewer than k proposals are valid).
 
         Returns:
             dict with ``content`` ``[B, k, C]`` (detached), ``anchors`` ``[B, k, 4]`` unsigmoided
@@ -120,7 +141,7 @@ class ConditionalQueryGenerator(BaseModule):
                 f'ConditionalQueryGenerator: {self.num_queries} conditional queries requested but '
                 f'the encoder memory has only {s} tokens; use larger images or fewer queries')
         proposals, valid = encoder_output_proposals(spatial_shapes, b, self.base_scale,
-                                                    memory.device)
+                                                    memory.device, valid_ratios)
         proposals = proposals.to(memory.dtype)
         feats = self.enc_output_norm(self.enc_output(memory.masked_fill(~valid, 0.0)))
         scores = score_fn(feats)

@@ -79,7 +79,7 @@ def panoptic_case():
         {0: 0.98},  # q1 thing "person", columns 2-3
         {1: 0.97},  # q2 stuff "sky", columns 4-5 (16 px)
         {1: 0.96},  # q3 stuff "sky", columns 6-7 of rows 0-3 (8 px) -> merged with q2
-        {2: 0.30},  # q4 below object_mask_thr
+        {2: 0.20},  # q4 below object_mask_thr (0.25)
         {2: 0.90},  # q5 overlaps the things entirely: wins nothing
         {2: 0.85},  # q6 wins 8 of its 12 px (0.67 < 0.8): dropped
     ]
@@ -120,6 +120,15 @@ def test_panoptic_things_separate_stuff_merged_overlaps_dropped():
     # the same queries with "sky" a thing: two instances instead of one merged segment
     pan, segs = postprocess_panoptic(cls, mk, types, [True, True, False])
     assert sorted(pan.sem_seg.unique().tolist()) == [3, 1000, 2000, 3001, 4001]
+
+
+def test_panoptic_default_threshold_suits_sigmoid_scores():
+    # focal-loss (sigmoid) scores of good segments are often well below 0.8: the default keeps a
+    # 0.5-confident stuff query (Mask DINO's object_mask_threshold 0.25)
+    cls = cls_logits([{0: 0.5}])
+    mk = masks([[(ALL, ALL)]])
+    pan, segs = postprocess_panoptic(cls, mk, None, [False])
+    assert (pan.sem_seg == 0).all() and segs.labels.tolist() == [0]
 
 
 def test_panoptic_nothing_kept_is_all_void_and_bad_flags_raise():

@@ -171,3 +171,46 @@ def test_single_query_set_strategies(tiny_model, make_batch, nl, nc):
     assert out['pred_logits'].shape[1] == 30
     assert out['query_types'].tolist() == [0] * nl + [1] * nc
     assert (out['enc_outputs'] is None) == (nc == 0)
+
+
+def test_conditional_queries_avoid_batch_padding(tiny_model, make_batch):
+    """A 32 px image padded into a 64 px batch: no encoder proposal is taken from the padding,
+    and the proposals of the finest map (stride 8) are the smallest."""
+    model = tiny_model()
+    model.train()
+    big, small = make_batch(size=64, seeds=[0]), make_batch(size=32, seeds=[1])
+    batch = {k: big[k] + small[k] for k in big}
+    inputs, samples = _prepare(model, batch, True)
+    assert samples[1].metainfo['batch_input_shape'] == (64, 64)
+    ratios = model.head.image_valid_ratios(samples, inputs.device)
+    torch.testing.assert_close(ratios, torch.tensor([[1.0, 1.0], [0.5, 0.5]]))
+    out = model.head(model.extract_feat(inputs), samples)
+    # the encoder box head starts at zero: the proposals' boxes are the grid anchors
+    boxes = out['enc_outputs']['pred_boxes']
+    assert (boxes[1, :, :2] < 0.5).all()
+    assert not (boxes[0, :, :2] < 0.5).all(-1).all()  # image 0 uses the whole frame
+    # image 1: 20 of its 21 proposals; those of the 8x8 map (centres (i + 0.5) / 8) are 0.05 wide
+    fine = ((boxes[1, :, 0] * 8 - 0.5) - (boxes[1, :, 0] * 8 - 0.5).round()).abs() < 1e-4
+    fine &= (boxes[1, :, 0] * 4 - 0.5 - (boxes[1, :, 0] * 4 - 0.5).round()).abs() > 1e-4
+    assert int(fine.sum()) >= 15
+    torch.testing.assert_close(boxes[1, fine, 2:], torch.full_like(boxes[1, fine, 2:], 0.05))
+
+
+def test_to_image_frame_crops_padding_and_rescales(tiny_model):
+    """Masks and boxes of the padded 1/4 frame come back at ori_shape: padding cropped, then
+    divided by scale_factor (w, h)."""
+    head = tiny_model().head
+    meta = dict(batch_input_shape=(64, 64), img_shape=(48, 64), ori_shape=(96, 128),
+                scale_factor=(0.5, 0.5))
+    logits = torch.full((1, 16, 16), -10.0)
+    logits[0, :12, :8] = 10.0  # left half of the image (12 rows = 48 px of 64)
+    # box of the left half of the image: xyxy (0, 0, 32, 48) in the padded 64 x 64 frame
+    box = torch.tensor([[16 / 64, 24 / 64, 32 / 64, 48 / 64]])
+    masks, boxes = head.to_image_frame(logits, box, meta, rescale=True)
+    assert masks.shape == (1, 96, 128)
+    fg = masks[0] > 0
+    assert fg[:, :60].all() and not fg[:, 68:].any() and fg[95].any()
+    torch.testing.assert_close(boxes, torch.tensor([[0.0, 0.0, 64.0, 96.0]]))
+    masks, boxes = head.to_image_frame(logits, box, meta, rescale=False)
+    assert masks.shape == (1, 48, 64)
+    torch.testing.assert_close(boxes, torch.tensor([[0.0, 0.0, 32.0, 48.0]]))

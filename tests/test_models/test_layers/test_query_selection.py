@@ -61,3 +61,33 @@ def test_mask_enhanced_anchors():
     torch.testing.assert_close(out[0, 0], torch.tensor([0.5, 0.5, 0.5, 0.5]), atol=1e-3,
                                rtol=0)
     torch.testing.assert_close(out[0, 1], torch.tensor([0.3, 0.3, 0.1, 0.1]))
+
+
+def test_proposal_size_follows_resolution_not_level_order():
+    # the pixel decoder lists the coarsest level first; the finest map must still propose the
+    # smallest boxes (Deformable DETR / Mask DINO: 0.05 at stride 8, doubling per level)
+    shapes = torch.tensor([[2, 2], [4, 4], [8, 8]])
+    props, _ = encoder_output_proposals(shapes, batch_size=1, base_scale=0.05)
+    sides = props[0, :, 2].sigmoid()
+    torch.testing.assert_close(sides[:4], torch.full((4, ), 0.2))  # 2x2 (stride 32)
+    torch.testing.assert_close(sides[4:20], torch.full((16, ), 0.1))  # 4x4 (stride 16)
+    torch.testing.assert_close(sides[20:], torch.full((64, ), 0.05))  # 8x8 (stride 8)
+
+
+def test_padding_proposals_are_not_selected():
+    torch.manual_seed(0)
+    shapes = torch.tensor([[2, 2], [4, 4], [8, 8]])
+    gen = ConditionalQueryGenerator(embed_dims=16, num_queries=20)
+    # image 1 covers the top-left quarter of the padded frame: 1 + 4 + 16 = 21 proposals
+    ratios = torch.tensor([[1.0, 1.0], [0.5, 0.5]])
+    props, valid = encoder_output_proposals(shapes, 2, valid_ratios=ratios)
+    assert int(valid[0].sum()) == 84 and int(valid[1].sum()) == 21
+    # padding proposals get the best scores, yet are never selected
+    centres = props[1, :, :2].sigmoid()
+    in_padding = (centres >= 0.5).any(-1)
+    score = in_padding.float()[None].repeat(2, 1) * 100.0
+    out = gen(torch.randn(2, 84, 16), shapes, lambda f: score + 0 * f.sum(-1), valid_ratios=ratios)
+    assert not in_padding[out['topk_index'][1]].any()
+    assert in_padding[out['topk_index'][0]].all()  # image 0 has no padding: best scores win
+    with pytest.raises(ValueError, match='valid_ratios'):
+        encoder_output_proposals(shapes, 2, valid_ratios=torch.ones(3, 2))
