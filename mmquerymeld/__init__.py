@@ -5,6 +5,6 @@ Importing the package registers every module in mmdet's registries (configs use
 """
 from .version import __version__
 
-from . import datasets, engine, evaluation, models, visualization  # noqa: E402,F401
+from . import apis, datasets, engine, evaluation, models, visualization  # noqa: E402,F401
 
 __all__ = ['__version__']

@@ -59,3 +59,4 @@ visualizer = dict(type='QueryMeldLocalVisualizer', vis_backends=[dict(type='Loca
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)
 work_dir = './work_dirs/querymeld_tiny_synthetic'
+infer_img_scale = (128, 128)  # tools/infer.py / QueryMeldInferencer resize (the training size)

@@ -1,1 +1,3 @@
-# Populated by the modules of this subpackage.
+from .inference import QueryMeldInferencer
+
+__all__ = ['QueryMeldInferencer']
