@@ -27,8 +27,9 @@ class QueryMeldLocalVisualizer(DetLocalVisualizer):
     - ground truth: the unified ``gt_instances`` (masks + boxes + text labels; box-only
       instances as boxes), whatever the task;
     - predictions: ``pred_panoptic_seg`` (panoptic), ``pred_sem_seg`` (semantic; foreground as
-      one "foreground" region), else ``pred_instances`` above ``pred_score_thr`` (instance,
-      referring with the expression as label, detection).
+      one region labelled with the prompt), else ``pred_instances`` above ``pred_score_thr``
+      (instance, detection) or all of them (referring: one best mask per expression, labelled
+      with the expression).
     """
 
     def add_datasample(self, name: str, image: np.ndarray,
@@ -44,8 +45,13 @@ class QueryMeldLocalVisualizer(DetLocalVisualizer):
         texts = list(sample.metainfo.get('texts', []) or [])
         task = sample.metainfo.get('task', 'instance')
         classes = texts
-        if task == 'foreground':
-            classes = ['background'] + texts
+        if task == 'foreground' and 'pred_sem_seg' in sample:
+            # prediction values: 1 foreground, 0 background -> draw only the foreground region,
+            # labelled with the prompt (texts[0]) like the ground-truth instance
+            fg = sample.pred_sem_seg.sem_seg
+            sample.pred_sem_seg.sem_seg = (fg != 1).long() * 255
+        if task == 'referring':
+            pred_score_thr = -1.0  # every expression has exactly one (best) prediction
         # ground truth is drawn from the unified instances only; semantic / panoptic maps of the
         # ground truth index the dataset classes, not the sample's texts
         for key in ('gt_sem_seg', 'gt_panoptic_seg'):
