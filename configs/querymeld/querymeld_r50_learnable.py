@@ -1,11 +1,5 @@
 # Table 2 query strategy: learnable queries only (400), as X-Decoder.
-# The three strategy configs inherit the same bases and differ only in the query counts.
-# Data: COCO panoptic + ADE20K semantic (Table 2's two-dataset setting).
-_base_ = [
-    '../_base_/models/querymeld_r50.py',
-    '../_base_/datasets/coco_panoptic_ade_semantic.py',
-    '../_base_/default_runtime.py',
-    '../_base_/schedules/schedule_50e.py',
-]
+# Inherits the query-meld config and changes only the query counts.
+_base_ = './querymeld_r50_meld.py'
 
 model = dict(head=dict(num_learnable_queries=400, num_conditional_queries=0))

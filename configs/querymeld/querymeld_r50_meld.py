@@ -1,5 +1,6 @@
 # Table 2 query strategy: query meld: 100 learnable + 300 conditional queries (the paper's default).
-# The three strategy configs inherit the same bases and differ only in the query counts.
+# querymeld_r50_learnable.py and querymeld_r50_conditional.py inherit this file and change only
+# the query counts.
 # Data: COCO panoptic + ADE20K semantic (Table 2's two-dataset setting).
 _base_ = [
     '../_base_/models/querymeld_r50.py',
