@@ -76,9 +76,9 @@ if ! "$VENV/bin/python" -c "import mmcv; assert mmcv.__version__=='2.1.0'; from 
 fi
 
 log "installing mmdet / mmsegmentation / mmpretrain / open_clip_torch and mmquerymeld (editable)"
-"${PIP[@]}" install -q -c "$REPO/requirements/pins.txt" \
-  -r "$REPO/requirements/runtime.txt" -r "$REPO/requirements/tests.txt" \
-  mmengine==0.10.7 mmdet==3.3.0 mmsegmentation==1.2.2 mmpretrain==1.2.0 >&2
+# ranges from mminstall.txt / runtime.txt / tests.txt, exact versions from the constraints
+"${PIP[@]}" install -q -c "$REPO/requirements/pins.txt" -r "$REPO/requirements/mminstall.txt" \
+  -r "$REPO/requirements/runtime.txt" -r "$REPO/requirements/tests.txt" >&2
 "${PIP[@]}" install -q --no-build-isolation --no-deps -e "$REPO" >&2
 
 if ! check_env; then
