@@ -5,8 +5,9 @@
     python tools/infer.py ... --task panoptic --texts circle square sky --thing-flags 1 1 0
     python tools/infer.py ... --task referring --texts "the red circle on the left"
 
-Writes one overlay per image (<out-dir>/<image name>.png) and <out-dir>/results.json with a
-summary of each prediction.
+Writes one overlay per image (<out-dir>/<image name>.png; <image name>_<k>.png when names clash
+or the name is one of the input images) and <out-dir>/results.json with a summary of each
+prediction (its "overlay" names the picture).
 """
 import argparse
 import json
@@ -28,7 +29,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--texts', nargs='+', required=True,
                         help='the vocabulary: class names or referring expressions')
     parser.add_argument('--task', default='semantic', choices=TASKS)
-    parser.add_argument('--thing-flags', nargs='+', type=int,
+    parser.add_argument('--thing-flags', nargs='+', type=int, choices=(0, 1),
                         help='panoptic: 1 (thing) or 0 (stuff) per text')
     parser.add_argument('--out-dir', default='outputs')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
@@ -65,6 +66,27 @@ def summarize(sample, texts: List[str], task: str, score_thr: float) -> Dict[str
     return out
 
 
+def overlay_paths(images: List[str], out_dir: str) -> List[str]:
+    """One overlay file per image: ``<out_dir>/<image stem>.png``, made unique.
+
+    Images with the same stem (``a/img.png``, ``b/img.jpg``) get ``_1``, ``_2`` ... suffixes
+    instead of overwriting each other, and an overlay never replaces one of the input images
+    (``--out-dir`` may be the images' own folder).
+    """
+    inputs = {osp.abspath(image) for image in images}
+    taken = set()
+    paths = []
+    for image in images:
+        stem = osp.splitext(osp.basename(image))[0]
+        path, k = osp.join(out_dir, stem + '.png'), 0
+        while osp.abspath(path) in taken or osp.abspath(path) in inputs:
+            k += 1
+            path = osp.join(out_dir, f'{stem}_{k}.png')
+        taken.add(osp.abspath(path))
+        paths.append(path)
+    return paths
+
+
 def main() -> None:
     args = parse_args()
     flags = None if args.thing_flags is None else [bool(f) for f in args.thing_flags]
@@ -72,12 +94,13 @@ def main() -> None:
                                      img_scale=tuple(args.img_scale) if args.img_scale else None)
     os.makedirs(args.out_dir, exist_ok=True)
     summaries = []
-    for image in args.images:
+    for image, out_file in zip(args.images, overlay_paths(args.images, args.out_dir)):
         [sample] = inferencer(image, texts=args.texts, task=args.task, thing_flags=flags)
         sample = sample.cpu()
-        out_file = osp.join(args.out_dir, osp.splitext(osp.basename(image))[0] + '.png')
         inferencer.draw(image, sample, out_file, score_thr=args.score_thr)
-        summaries.append(summarize(sample, list(args.texts), args.task, args.score_thr))
+        summary = summarize(sample, list(args.texts), args.task, args.score_thr)
+        summary['overlay'] = out_file
+        summaries.append(summary)
         print(f'{image} -> {out_file}')
     tmp = osp.join(args.out_dir, 'results.json.tmp')
     with open(tmp, 'w') as f:

@@ -73,11 +73,21 @@ def write_metrics(metrics: dict, path: str) -> None:
     out_dir = osp.dirname(osp.abspath(path))
     os.makedirs(out_dir, exist_ok=True)
     tmp = path + '.tmp'
-    # metric values may be numpy scalars
-    plain = {k: v.item() if hasattr(v, 'item') else v for k, v in metrics.items()}
+    plain = _to_json(metrics)
     with open(tmp, 'w') as f:
         json.dump(plain, f, indent=2, sort_keys=True)
     os.replace(tmp, path)
+
+
+def _to_json(obj):
+    """Metric values as JSON types: numpy / torch scalars and arrays become numbers and lists."""
+    if isinstance(obj, dict):
+        return {str(k): _to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_json(v) for v in obj]
+    if hasattr(obj, 'tolist'):  # np.ndarray, np.generic, torch.Tensor (any size)
+        return obj.tolist()
+    return obj
 
 
 if __name__ == '__main__':

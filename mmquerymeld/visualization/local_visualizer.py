@@ -3,6 +3,7 @@ import colorsys
 from typing import List, Optional, Tuple
 
 import numpy as np
+from mmdet.evaluation.functional import INSTANCE_OFFSET
 from mmdet.registry import VISUALIZERS
 from mmdet.structures import DetDataSample
 from mmdet.visualization import DetLocalVisualizer
@@ -62,6 +63,17 @@ class QueryMeldLocalVisualizer(DetLocalVisualizer):
             if not bool(gt.mask_valid.all()) and 'masks' in gt:
                 # box-only instances: keep the boxes, do not paint empty masks
                 del gt.masks
+        num_texts = len(texts)
+        if task == 'semantic' and 'pred_sem_seg' in sample:
+            # indices outside the vocabulary (none for a well-formed prediction; every pixel when
+            # the vocabulary is empty) are not drawn instead of failing on the class lookup
+            seg = sample.pred_sem_seg.sem_seg
+            sample.pred_sem_seg.sem_seg = seg.masked_fill((seg < 0) | (seg >= num_texts), 255)
+        if task == 'panoptic' and 'pred_panoptic_seg' in sample:
+            labels = sample.pred_panoptic_seg.sem_seg % INSTANCE_OFFSET
+            if not bool((labels < num_texts).any()):
+                # all void (no segment kept): mmdet's drawing cannot handle an empty segment list
+                delattr(sample, 'pred_panoptic_seg')
         # draw one kind of prediction per task
         if task == 'panoptic' and 'pred_panoptic_seg' in sample:
             for key in ('pred_instances', 'pred_sem_seg'):
@@ -69,6 +81,11 @@ class QueryMeldLocalVisualizer(DetLocalVisualizer):
                     delattr(sample, key)
         elif task in ('semantic', 'foreground') and 'pred_sem_seg' in sample:
             for key in ('pred_instances', 'pred_panoptic_seg'):
+                if key in sample:
+                    delattr(sample, key)
+        elif task == 'panoptic':
+            # nothing kept: an empty prediction panel (not the segments' instances again)
+            for key in ('pred_instances', 'pred_sem_seg'):
                 if key in sample:
                     delattr(sample, key)
         elif 'pred_instances' in sample:

@@ -132,3 +132,35 @@ def test_infer_tool_writes_overlay_and_json(tiny_cfg, checkpoint, image_file, tm
     assert summary[0]['image'] == image_file and summary[0]['task'] == 'semantic'
     assert set(summary[0]['pixels_per_text']) <= {'red circle', 'sky'}
     assert sum(summary[0]['pixels_per_text'].values()) == 90 * 120
+
+
+def test_infer_tool_never_overwrites_inputs_or_other_overlays(tiny_cfg, checkpoint, image_file,
+                                                              tmp_path):
+    """Two images named alike in different folders, and --out-dir the first image's folder:
+    each overlay gets its own file and the input image stays untouched."""
+    cfg_file = tmp_path / 'tiny_cfg.py'
+    tiny_cfg.dump(str(cfg_file))
+    dir_a, dir_b = tmp_path / 'a', tmp_path / 'b'
+    dir_a.mkdir()
+    dir_b.mkdir()
+    img_a, img_b = dir_a / 'scene.png', dir_b / 'scene.png'
+    original = open(image_file, 'rb').read()
+    img_a.write_bytes(original)
+    cv2.imwrite(str(img_b), cv2.imread(image_file)[:, ::-1])
+    proc = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools', 'infer.py'), str(cfg_file), checkpoint,
+         str(img_a), str(img_b), '--texts', 'circle', '--task', 'instance', '--out-dir',
+         str(dir_a)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert img_a.read_bytes() == original
+    summary = json.loads((dir_a / 'results.json').read_text())
+    overlays = [s['overlay'] for s in summary]
+    assert [s['image'] for s in summary] == [str(img_a), str(img_b)]
+    assert overlays == [str(dir_a / 'scene_1.png'), str(dir_a / 'scene_2.png')]
+    for path in overlays:
+        assert cv2.imread(path).shape[:2] == (90, 120)
+    bad = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools', 'infer.py'), str(cfg_file), checkpoint,
+         str(img_a), '--texts', 'a', 'b', '--task', 'panoptic', '--thing-flags', '1', '2'],
+        capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and '--thing-flags' in bad.stderr

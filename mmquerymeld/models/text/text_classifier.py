@@ -228,12 +228,14 @@ class OpenCLIPTextClassifier(BaseModule):
         return ' '.join([_CTX_PLACEHOLDER] * self.num_context_tokens)
 
     def init_weights(self) -> None:
-        """Re-load the pretrained tower (a parent's ``init_cfg`` may have overwritten it), then
-        apply this module's own ``init_cfg``; the projection, scale, bias and context vectors keep
-        their construction-time initialisation."""
-        if not self._is_init and self.pretrained:
-            self._load_pretrained()
+        """Apply this module's own ``init_cfg``, then re-load the pretrained tower (a parent's or
+        this module's ``init_cfg`` may have overwritten it, e.g. ``layer='Linear'`` reaches the
+        tower's MLPs); the scale, bias and context vectors keep their construction-time
+        initialisation."""
+        reload = not self._is_init and bool(self.pretrained)
         super().init_weights()
+        if reload:
+            self._load_pretrained()
         self._cache.clear()
 
     def train(self, mode: bool = True) -> 'OpenCLIPTextClassifier':

@@ -272,3 +272,14 @@ def test_batch_vocabularies_are_padded_and_deduplicated(make_clf, count_tower):
     assert torch.equal(embeds[1, 0], embeds[0, 1]) and torch.all(embeds[1, 1] == 0)
     logits = clf(torch.randn(3, 4, 32), embeds, valid)
     assert logits.shape == (3, 4, 2) and torch.all(logits[2, :, 1] == -1e4)
+
+
+def test_own_init_cfg_does_not_overwrite_pretrained_tower(make_clf):
+    """An init_cfg aimed at the projection (layer='Linear') also matches the tower's MLP layers;
+    the pretrained tower must survive it while the projection is re-initialised."""
+    clf = make_clf(init_cfg=dict(type='Constant', layer='Linear', val=0.5, bias=0.0)).eval()
+    reference = {k: v.clone() for k, v in clf.text_encoder.state_dict().items()}
+    clf.init_weights()
+    for key, value in clf.text_encoder.state_dict().items():
+        assert torch.equal(value, reference[key]), key
+    assert torch.all(clf.query_proj.weight == 0.5)
