@@ -74,9 +74,9 @@ def test_every_task_any_vocabulary(inferencer, image_file, task, texts, flags, f
     assert field in sample
     if field == 'pred_instances':
         pred = sample.pred_instances
-        if len(pred):
-            assert int(pred.labels.max()) < len(texts)
-            assert tuple(pred.masks.shape[-2:]) == (90, 120)
+        assert len(pred) > 0  # top-k (instance, detection) or one per expression (referring)
+        assert int(pred.labels.max()) < len(texts)
+        assert tuple(pred.masks.shape[-2:]) == (90, 120)
         if task == 'referring':  # one prediction per expression, in order
             assert pred.labels.tolist() == list(range(len(texts)))
     else:
@@ -90,8 +90,14 @@ def test_every_task_any_vocabulary(inferencer, image_file, task, texts, flags, f
 
 def test_batch_of_arrays(inferencer, image_file):
     img = cv2.imread(image_file)
-    samples = inferencer([img, img[:, ::-1].copy()], texts=['circle', 'sky'], task='semantic')
+    flipped = img[:, ::-1].copy()
+    samples = inferencer([img, flipped], texts=['circle', 'sky'], task='semantic')
     assert len(samples) == 2
+    # each result is that image's own prediction, as a single-image call gives it
+    for image, sample in zip((img, flipped), samples):
+        [single] = inferencer(image, texts=['circle', 'sky'], task='semantic')
+        assert sample.pred_sem_seg.sem_seg.shape == (1, 90, 120)
+        assert torch.equal(sample.pred_sem_seg.sem_seg, single.pred_sem_seg.sem_seg)
 
 
 @pytest.mark.parametrize('kwargs,match', [

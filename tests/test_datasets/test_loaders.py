@@ -90,8 +90,9 @@ def test_panoptic_eval_targets_match_png(syn_cfg, world):
 
 def test_panoptic_train_pipeline_augments(syn_cfg):
     ds = _one(syn_cfg['syn_panoptic_train'])
+    assert len(ds) > 0
     shapes = set()
-    for i in range(len(ds)):
+    for i in list(range(len(ds))) * 3:  # repeated draws: random resize / crop differ
         s = _check_contract(ds[i], 'panoptic', 'syn_coco_panoptic')
         h, w = s.gt_instances.masks.masks.shape[1:]
         assert (h, w) == _img_shape(s) and max(h, w) <= 128
@@ -99,6 +100,8 @@ def test_panoptic_train_pipeline_augments(syn_cfg):
         shapes.add((h, w))
         stuff = [s.texts[lb] for lb in s.gt_instances.labels.tolist()]
         assert any(t in STUFF_CLASSES for t in stuff)
+    # the source images are square and all of one size: only RandomResize (+ crop) varies this
+    assert len(shapes) > 1, shapes
 
 
 # ---------------------------------------------------------------------------------- instance
@@ -168,12 +171,21 @@ def test_ade_semantic_reduce_zero_label(syn_cfg, world):
             np.testing.assert_array_equal(m.astype(bool), seg == lb)
 
 
-def test_semantic_train_crops_and_samples(syn_cfg):
+def test_semantic_train_crops_and_samples(syn_cfg, world):
     ds = _one(syn_cfg['syn_semantic_train'])
-    for i in range(len(ds)):
+    assert len(ds) > 0
+    src_size = max(ds[0]['data_samples'].ori_shape)
+    shapes = set()
+    for i in list(range(len(ds))) * 3:
         s = _check_contract(ds[i], 'semantic', 'syn_ade_semantic')
-        assert max(_img_shape(s)) <= 128
+        h, w = _img_shape(s)
+        assert max(h, w) <= 128  # cropped to the 128 px crop size
+        # RandomChoiceResize: short edge one of the config's scales (then the 128 crop)
+        assert min(h, w) in {min(sc, 128) for sc in (102, 115, 128, 140, 153, 166, 179, 192)}
         assert len(s.gt_instances) >= 1
+        shapes.add((h, w))
+    assert len(shapes) > 1, shapes
+    assert src_size < 102  # so every sample above was resized, not passed through
 
 
 def test_16bit_label_maps_keep_large_ids(syn_cfg, world):

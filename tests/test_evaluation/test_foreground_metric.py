@@ -59,6 +59,11 @@ def test_foreground_metric_hand_computed():
     # binary: 3 TP + 1 FP (the ignored pixel excluded): fg IoU 3/5, bg IoU 10/12
     assert res['foreground/fgIoU'] == pytest.approx(0.6, abs=1e-6)
     assert res['foreground/mIoU'] == pytest.approx((0.6 + 10 / 12) / 2, abs=1e-6)
+    # S-measure of the same map, computed independently by the (hand-verified) function, with
+    # ignored pixels set to background in both maps as the metric documents
+    keep = gt != 255
+    expected_sm = s_measure(np.where(keep, prob, 0.0), np.where(keep, gt, 0) == 1)
+    assert res['foreground/Sm'] == pytest.approx(expected_sm, abs=1e-6)
     assert 0 < res['foreground/Sm'] < 1
 
 

@@ -57,8 +57,10 @@ def test_wheel_installs_into_fresh_venv_and_mim_runs(built_wheel, tmp_path, tiny
     py = venv / 'bin' / 'python'
     # no dependencies: they are the heavy OpenMMLab stack that tools/setup_env.sh installs and
     # verifies; the point here is the installed layout of the package itself
+    # no PYTHONPATH: a source checkout on it would make pip think the package is installed
+    clean_env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
     subprocess.run([str(py), '-m', 'pip', 'install', '--no-deps', '--no-index', '-q',
-                    built_wheel], check=True)
+                    built_wheel], check=True, env=clean_env)
     site = subprocess.run([str(py), '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
                           check=True, capture_output=True, text=True).stdout.strip()
     mim_dir = osp.join(site, 'mmquerymeld', '.mim')

@@ -64,5 +64,13 @@ def test_count_params_script():
              if line.startswith('  ')}
     assert 'total without text tower' in lines and 'head.decoder' in lines
     without = float(lines['total without text tower'].split()[-2])
-    assert 30 < without < 80  # R50 + Mask DINO-sized segmentation encoder/decoder
+    total = float(lines['total'].split()[-2])
+    # the per-component lines add up to the printed total
+    parts = [float(line.split()[-2]) for name, line in lines.items()
+             if not name.startswith('total')]
+    assert sum(parts) == pytest.approx(total, abs=0.05)
+    # R50 (23.5 M) + Mask DINO-sized pixel decoder (9.2 M) and decoder (13.9 M) + heads: 47.4 M;
+    # leaving out the decoder or the pixel decoder would fall below the band
+    assert 45 < without < 50
+    assert float(lines['head.decoder'].split()[-2]) > 10
     assert 'Mask DINO R50' in res.stdout

@@ -29,9 +29,12 @@ def test_predict_every_task(model, make_batch):
     sem, ins, pan, ref, fg, det = results
     assert sem.pred_sem_seg.sem_seg.shape == (1, h, w)
     assert sem.pred_sem_seg.sem_seg.max() < 4 and sem.pred_sem_seg.sem_seg.min() >= 0
-    for res, k in ((ins, 4), (det, 4)):
+    for res, k, task in ((ins, 4, 'instance'), (det, 4, 'detection')):
         p = res.pred_instances
         n = len(p)
+        # top-k over queries x texts: exactly min(max_per_image, Q x K) predictions
+        max_per_image = model.head.test_cfg.get(task, {}).get('max_per_image', 100)
+        assert n == min(max_per_image, model.head.num_queries * k) > 0
         assert p.masks.shape == (n, h, w) and p.masks.dtype == torch.bool
         assert p.bboxes.shape == (n, 4) and p.scores.shape == (n, ) and p.labels.shape == (n, )
         assert set(p.query_types.tolist()) <= {0, 1} and (p.labels < k).all()
