@@ -22,7 +22,6 @@ def parse_args() -> argparse.Namespace:
                         help='dump predictions to a pickle file (.pkl) for offline evaluation')
     parser.add_argument('--show-dir', help='directory where painted images are saved')
     parser.add_argument('--metrics-out', help='write the final metrics to this JSON file')
-    parser.add_argument('--tta', action='store_true', help='use test-time augmentation')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings of the config, xxx=yyy format')
@@ -49,11 +48,6 @@ def main() -> None:
             raise KeyError(f'{args.config}: --show-dir needs a `visualization` default hook')
         hooks.visualization.draw = True
         hooks.visualization.test_out_dir = args.show_dir
-    if args.tta:
-        if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
-            raise KeyError(f'{args.config}: --tta needs `tta_model` and `tta_pipeline`')
-        cfg.model = dict(**cfg.tta_model, module=cfg.model)
-        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
             raise ValueError(f'--out must be a .pkl or .pickle file, got {args.out}')
