@@ -5,12 +5,10 @@ from .folders import SALIENT_LAYOUTS, SalientFolderDataset, SemSegFolderDataset,
 from .multi_source import MultiSourceDataset
 from .refcoco import QMRefCocoDataset
 from .samplers import MultiSourceRatioSampler
-from .synthetic_world import generate_synthetic_world
 from .transforms import *  # noqa: F401,F403
 
 __all__ = [
     'QMCocoDataset', 'QMLVISDataset', 'QMCocoPanopticDataset', 'BoxCaptionDataset',
     'SalientFolderDataset', 'SemSegFolderDataset', 'SALIENT_LAYOUTS', 'salient_dirs',
-    'MultiSourceDataset', 'QMRefCocoDataset', 'MultiSourceRatioSampler',
-    'generate_synthetic_world'
+    'MultiSourceDataset', 'QMRefCocoDataset', 'MultiSourceRatioSampler'
 ]

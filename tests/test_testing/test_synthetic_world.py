@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 from pycocotools.coco import COCO
 
-from mmquerymeld.datasets.synthetic_world import (LVIS_CLASSES, PC_CLASS_IDS, STUFF_CLASSES,
+from mmquerymeld.testing.synthetic_world import (LVIS_CLASSES, PC_CLASS_IDS, STUFF_CLASSES,
                                                   THING_CLASSES, generate_synthetic_world)
 from mmquerymeld.datasets.utils import rgb2id
 

@@ -39,8 +39,8 @@ from typing import Dict, List, Tuple
 import cv2
 import numpy as np
 
-from .folders import SALIENT_LAYOUTS, salient_dirs
-from .utils import IGNORE_INDEX_16BIT, id2rgb, mask_to_bbox, mask_to_rle
+from mmquerymeld.datasets.folders import SALIENT_LAYOUTS, salient_dirs
+from mmquerymeld.datasets.utils import IGNORE_INDEX_16BIT, id2rgb, mask_to_bbox, mask_to_rle
 
 THING_CLASSES: Tuple[str, ...] = ('circle', 'square', 'triangle', 'star', 'cross')
 #: COCO-like non-contiguous category ids of the things (and of the stuff below).
