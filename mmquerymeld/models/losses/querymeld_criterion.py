@@ -1,52 +1,45 @@
-"""QueryMeldNet's training criterion: Hungarian matching blind to query type, and the losses.
+"""QueryMeldNet's training criterion: the orchestration over prediction levels.
 
 Paper section 3.2: "Hungarian matching is applied across all object queries, without
 differentiating between query types"; section 3.3, eq. (1): focal class loss against the text
 embeddings, L1 + GIoU box loss, BCE + dice mask loss. Costs, weights, point sampling and the
 per-layer / encoder / denoising supervision follow Mask DINO (Li et al., 2023) and mmdet's
 Mask2Former head. Box-only ground truth (``mask_valid`` False) has no mask cost and no mask loss.
+
+The parts live beside this file: matching (:mod:`.matching`), point-sampled mask losses
+(:mod:`.point_mask_loss`) and denoising supervision (:mod:`.denoising_losses`); this module
+prepares the targets, runs them over every level and computes the class and box terms.
 """
 import copy
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import torch
-from mmcv.ops import point_sample
-from mmengine.model import BaseModule
-from mmengine.structures import InstanceData
-from torch import Tensor
-
-from mmdet.models.utils import get_uncertain_point_coords_with_randomness
-from mmdet.registry import MODELS, TASK_UTILS
+from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmdet.utils import ConfigType, OptMultiConfig, reduce_mean
-from mmquerymeld.models.task_modules import batch_shape, prepare_gt_targets
-from mmquerymeld.utils import QUERY_TYPES
+from mmengine.model import BaseModule
+from mmengine.structures import InstanceData
+from torch import Tensor, nn
 
-#: Mask DINO's matcher weights: class 4 (focal), box L1 5, GIoU 2, mask BCE 5, dice 5.
-DEFAULT_ASSIGNER = dict(
-    type='HungarianAssigner',
-    match_costs=[
-        dict(type='FocalLossCost', alpha=0.25, gamma=2.0, weight=4.0),
-        dict(type='BBoxL1Cost', box_format='xywh', weight=5.0),
-        dict(type='IoUCost', iou_mode='giou', weight=2.0),
-        dict(type='GatedCrossEntropyLossCost', use_sigmoid=True, weight=5.0),
-        dict(type='GatedDiceCost', pred_act=True, eps=1.0, weight=5.0),
-    ])
+from mmquerymeld.models.task_modules import prepare_gt_targets
+from mmquerymeld.utils import QUERY_TYPES
+from .denoising_losses import DenoisingLossMixin
+from .matching import DEFAULT_ASSIGNER, MatchIndices, PointSampledHungarianMatcher
+from .point_mask_loss import DEFAULT_LOSS_DICE, DEFAULT_LOSS_MASK, PointSampledMaskLoss
+
 DEFAULT_LOSS_CLS = dict(
     type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, reduction='mean', loss_weight=4.0)
 DEFAULT_LOSS_BBOX = dict(type='L1Loss', reduction='mean', loss_weight=5.0)
 DEFAULT_LOSS_IOU = dict(type='GIoULoss', reduction='mean', loss_weight=2.0)
-DEFAULT_LOSS_MASK = dict(
-    type='CrossEntropyLoss', use_sigmoid=True, reduction='mean', loss_weight=5.0)
-DEFAULT_LOSS_DICE = dict(
-    type='DiceLoss', use_sigmoid=True, activate=True, reduction='mean', naive_dice=True,
-    eps=1.0, loss_weight=5.0)
 
-MatchIndices = Tuple[Tensor, Tensor]
+__all__ = [
+    'QueryMeldCriterion', 'DEFAULT_ASSIGNER', 'DEFAULT_LOSS_CLS', 'DEFAULT_LOSS_BBOX',
+    'DEFAULT_LOSS_IOU', 'DEFAULT_LOSS_MASK', 'DEFAULT_LOSS_DICE', 'MatchIndices'
+]
 
 
 @MODELS.register_module()
-class QueryMeldCriterion(BaseModule):
+class QueryMeldCriterion(DenoisingLossMixin, BaseModule):
     """Matches predictions to the unified (text, box, mask) targets and computes every loss.
 
     One Hungarian matching per image and per prediction level (final decoder layer, each
@@ -99,58 +92,52 @@ class QueryMeldCriterion(BaseModule):
                  num_match_points: Optional[int] = None,
                  init_cfg: OptMultiConfig = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        self.assigner = TASK_UTILS.build(copy.deepcopy(assigner or DEFAULT_ASSIGNER))
+        if num_points <= 0:
+            raise ValueError(f'num_points must be positive, got {num_points}')
+        self.matcher = PointSampledHungarianMatcher(assigner, int(num_match_points or num_points))
         self.loss_cls = MODELS.build(copy.deepcopy(loss_cls or DEFAULT_LOSS_CLS))
         self.loss_bbox = MODELS.build(copy.deepcopy(loss_bbox or DEFAULT_LOSS_BBOX))
         self.loss_iou = MODELS.build(copy.deepcopy(loss_iou or DEFAULT_LOSS_IOU))
-        self.loss_mask = MODELS.build(copy.deepcopy(loss_mask or DEFAULT_LOSS_MASK))
-        self.loss_dice = MODELS.build(copy.deepcopy(loss_dice or DEFAULT_LOSS_DICE))
-        if num_points <= 0:
-            raise ValueError(f'num_points must be positive, got {num_points}')
-        self.num_points = int(num_points)
-        self.oversample_ratio = float(oversample_ratio)
-        self.importance_sample_ratio = float(importance_sample_ratio)
-        self.num_match_points = int(num_match_points or num_points)
+        self.mask_loss = PointSampledMaskLoss(loss_mask, loss_dice, num_points, oversample_ratio,
+                                              importance_sample_ratio)
+
+    # the parts' settings, under the names the criterion's config uses
+    @property
+    def assigner(self):
+        """The matcher's assigner (``HungarianAssigner`` interface)."""
+        return self.matcher.assigner
+
+    @property
+    def num_match_points(self) -> int:
+        """Points of the mask match costs."""
+        return self.matcher.num_points
+
+    @property
+    def loss_mask(self) -> nn.Module:
+        """Point-wise mask loss."""
+        return self.mask_loss.loss_mask
+
+    @property
+    def loss_dice(self) -> nn.Module:
+        """Dice loss."""
+        return self.mask_loss.loss_dice
+
+    @property
+    def num_points(self) -> int:
+        """Points sampled per mask for the mask losses."""
+        return self.mask_loss.num_points
+
+    @property
+    def oversample_ratio(self) -> float:
+        """Oversampling before uncertainty selection."""
+        return self.mask_loss.oversample_ratio
+
+    @property
+    def importance_sample_ratio(self) -> float:
+        """Share of points chosen by uncertainty."""
+        return self.mask_loss.importance_sample_ratio
 
     # ------------------------------------------------------------------ matching
-
-    @torch.no_grad()
-    def _match_prepared(self, pred_logits: Tensor, pred_boxes: Tensor,
-                        pred_masks: Optional[Tensor], target: InstanceData,
-                        img_meta: dict) -> MatchIndices:
-        """Hungarian matching of one image against prepared targets (see ``match``).
-
-        Returns:
-            tuple[Tensor, Tensor]: ``query_idx`` [M] and ``gt_idx`` [M] (long), by query index.
-        """
-        device = pred_logits.device
-        num_gt = len(target)
-        if num_gt == 0 or pred_logits.shape[0] == 0:
-            empty = torch.zeros(0, dtype=torch.long, device=device)
-            return empty, empty.clone()
-        H, W = batch_shape(img_meta)
-        factor = pred_boxes.new_tensor([W, H, W, H]).float()
-        pred = InstanceData(
-            scores=pred_logits.float(),
-            bboxes=bbox_cxcywh_to_xyxy(pred_boxes.float()) * factor)
-        gt = InstanceData(labels=target.labels, bboxes=target.bboxes, mask_valid=target.mask_valid)
-        valid = target.mask_valid
-        if pred_masks is not None and bool(valid.any()):
-            # Mask2Former matcher: the same uniform random points for predictions and targets.
-            num_q = pred_masks.shape[0]
-            coords = torch.rand((1, self.num_match_points, 2), device=device)
-            pred.masks = point_sample(pred_masks.float().unsqueeze(1),
-                                      coords.expand(num_q, -1, -1)).squeeze(1)
-            gt_points = pred.masks.new_zeros((num_gt, self.num_match_points))
-            valid_masks = target.masks[valid].unsqueeze(1).float()
-            gt_points[valid] = point_sample(valid_masks,
-                                            coords.expand(valid_masks.shape[0], -1,
-                                                          -1)).squeeze(1)
-            gt.masks = gt_points
-        assign_result = self.assigner.assign(pred, gt, img_meta=dict(img_meta, img_shape=(H, W)))
-        query_idx = torch.nonzero(assign_result.gt_inds > 0, as_tuple=False).squeeze(1)
-        gt_idx = assign_result.gt_inds[query_idx] - 1
-        return query_idx.to(device), gt_idx.to(device)
 
     def match(self, pred_logits: Tensor, pred_boxes: Tensor, pred_masks: Optional[Tensor],
               gt_instances: InstanceData, img_meta: dict) -> MatchIndices:
@@ -169,17 +156,7 @@ class QueryMeldCriterion(BaseModule):
         """
         target = prepare_gt_targets(gt_instances, img_meta, pred_logits.device)
         self._check_labels(target, pred_logits.shape[-1], None, img_meta)
-        return self._match_prepared(pred_logits, pred_boxes, pred_masks, target, img_meta)
-
-    def _match_level(self, level: dict, targets: List[InstanceData],
-                     batch_img_metas: List[dict]) -> List[MatchIndices]:
-        """Match every image of one prediction level."""
-        logits, boxes = level['pred_logits'], level['pred_boxes']
-        masks = level.get('pred_masks')
-        return [
-            self._match_prepared(logits[b], boxes[b], None if masks is None else masks[b],
-                                 targets[b], batch_img_metas[b]) for b in range(len(targets))
-        ]
+        return self.matcher(pred_logits, pred_boxes, pred_masks, target, img_meta)
 
     # ------------------------------------------------------------------ losses
 
@@ -239,48 +216,8 @@ class QueryMeldCriterion(BaseModule):
 
         # masks: BCE + dice on importance-sampled points, gt with a mask only (paper eq. 1, L_m)
         if masks is not None:
-            losses.update(self._mask_losses(masks, targets, indices, batch_idx, query_idx,
-                                            num_masks))
+            losses.update(self.mask_loss(masks, targets, indices, batch_idx, query_idx, num_masks))
         return {prefix + k: v for k, v in losses.items()}
-
-    def _mask_losses(self, masks: Tensor, targets: List[InstanceData],
-                     indices: Sequence[MatchIndices], batch_idx: Tensor, query_idx: Tensor,
-                     num_masks: float) -> Dict[str, Tensor]:
-        """BCE and dice on PointRend-style importance-sampled points (mmdet Mask2Former).
-
-        Args:
-            masks: Mask logits [B, Q, h, w].
-            targets: Prepared gt per image.
-            indices: Per image ``(query_idx, gt_idx)``.
-            batch_idx: [M] image of each matched pair (concatenated ``indices``).
-            query_idx: [M] query of each matched pair.
-            num_masks: Normaliser (number of gt masks).
-
-        Returns:
-            dict[str, Tensor]: ``loss_mask`` and ``loss_dice``; exactly 0 (still in the graph)
-            when no matched gt has a mask.
-        """
-        valid = torch.cat([t.mask_valid[g] for t, (_, g) in zip(targets, indices)])
-        if not bool(valid.any()):
-            zero = masks.sum() * 0.0
-            return {'loss_mask': zero, 'loss_dice': zero.clone()}
-        src = masks[batch_idx[valid], query_idx[valid]].unsqueeze(1)  # [M, 1, h, w]
-        tgt = torch.cat([
-            t.masks[g[t.mask_valid[g]]] for t, (_, g) in zip(targets, indices)
-        ]).unsqueeze(1).to(src.dtype)  # [M, 1, H, W]
-        with torch.no_grad():
-            coords = get_uncertain_point_coords_with_randomness(
-                src.detach(), None, self.num_points, self.oversample_ratio,
-                self.importance_sample_ratio)  # [M, P, 2]
-            tgt_points = point_sample(tgt, coords).squeeze(1)  # [M, P]
-        src_points = point_sample(src, coords).squeeze(1)  # [M, P]
-        return {
-            'loss_mask':
-            self.loss_mask(src_points.reshape(-1), tgt_points.reshape(-1),
-                           avg_factor=num_masks * self.num_points),
-            'loss_dice':
-            self.loss_dice(src_points, tgt_points, avg_factor=num_masks),
-        }
 
     # ------------------------------------------------------------------ forward
 
@@ -327,76 +264,26 @@ class QueryMeldCriterion(BaseModule):
         num_masks = self._avg_count(sum(int(t.mask_valid.sum()) for t in targets), device)
 
         losses: Dict[str, Tensor] = {}
-        indices = self._match_level(outputs, targets, batch_img_metas)
+        indices = self.matcher.match_level(outputs, targets, batch_img_metas)
         losses.update(
             self._level_losses(outputs, targets, indices, text_valid, num_gt, num_masks, ''))
         if outputs.get('query_types') is not None:
             losses['matched_conditional_frac'] = self._conditional_frac(
                 outputs['query_types'], indices, B, device)
         for i, aux in enumerate(outputs.get('aux_outputs') or []):
-            aux_indices = self._match_level(aux, targets, batch_img_metas)
+            aux_indices = self.matcher.match_level(aux, targets, batch_img_metas)
             losses.update(
                 self._level_losses(aux, targets, aux_indices, aux.get('text_valid', text_valid),
                                    num_gt, num_masks, f'd{i}.'))
         enc = outputs.get('enc_outputs')
         if enc is not None:
-            enc_indices = self._match_level(enc, targets, batch_img_metas)
+            enc_indices = self.matcher.match_level(enc, targets, batch_img_metas)
             losses.update(
                 self._level_losses(enc, targets, enc_indices, enc.get('text_valid', text_valid),
                                    num_gt, num_masks, 'enc.'))
         dn_outputs, dn_meta = outputs.get('dn_outputs'), outputs.get('dn_meta')
         if dn_outputs is not None and dn_meta is not None:
             losses.update(self._dn_losses(dn_outputs, dn_meta, targets, text_valid))
-        return losses
-
-    def _dn_losses(self, dn_outputs: dict, dn_meta: dict, targets: List[InstanceData],
-                   text_valid: Optional[Tensor]) -> Dict[str, Tensor]:
-        """Denoising losses (Mask DINO): each dn query reconstructs the gt ``dn_meta`` names.
-
-        Args:
-            dn_outputs: ``pred_logits`` [B, D, K], ``pred_boxes`` [B, D, 4], optional
-                ``pred_masks`` [B, D, h, w], ``aux_outputs`` (list of the same).
-            dn_meta: ``dn_query_idx`` and ``dn_gt_idx``: per image, long tensors [M_b] (dn
-                queries with a target and the gt index each reconstructs). Other dn queries are
-                class negatives.
-            targets: Prepared gt per image.
-            text_valid: [B, K] bool or None.
-
-        Returns:
-            dict[str, Tensor]: ``dn.loss_*`` and ``dn.d{i}.loss_*``, normalised by the number of
-            dn queries with a target (mask terms: those whose gt has a mask).
-        """
-        device = dn_outputs['pred_logits'].device
-        num_dn_queries = dn_outputs['pred_logits'].shape[1]
-        q_list, g_list = dn_meta.get('dn_query_idx'), dn_meta.get('dn_gt_idx')
-        if q_list is None or g_list is None or len(q_list) != len(targets) or len(
-                g_list) != len(targets):
-            raise ValueError('dn_meta needs "dn_query_idx" and "dn_gt_idx": one tensor per image '
-                             f'({len(targets)} images)')
-        indices = []
-        for b, (q, g) in enumerate(zip(q_list, g_list)):
-            q = torch.as_tensor(q, device=device).long().reshape(-1)
-            g = torch.as_tensor(g, device=device).long().reshape(-1)
-            if q.numel() != g.numel():
-                raise ValueError(f'dn_meta of image {b}: dn_query_idx has {q.numel()} entries but '
-                                 f'dn_gt_idx {g.numel()}')
-            if q.numel() and (int(q.max()) >= num_dn_queries or int(q.min()) < 0):
-                raise ValueError(f'dn_meta of image {b}: dn_query_idx out of range '
-                                 f'[0, {num_dn_queries})')
-            if g.numel() and (int(g.max()) >= len(targets[b]) or int(g.min()) < 0):
-                raise ValueError(f'dn_meta of image {b}: dn_gt_idx out of range '
-                                 f'[0, {len(targets[b])}) (number of gt)')
-            indices.append((q, g))
-        num_dn = self._avg_count(sum(q.numel() for q, _ in indices), device)
-        num_dn_masks = self._avg_count(
-            sum(int(t.mask_valid[g].sum()) for t, (_, g) in zip(targets, indices)), device)
-        losses = self._level_losses(dn_outputs, targets, indices,
-                                    dn_outputs.get('text_valid', text_valid), num_dn,
-                                    num_dn_masks, 'dn.')
-        for i, aux in enumerate(dn_outputs.get('aux_outputs') or []):
-            losses.update(
-                self._level_losses(aux, targets, indices, aux.get('text_valid', text_valid),
-                                   num_dn, num_dn_masks, f'dn.d{i}.'))
         return losses
 
     # ------------------------------------------------------------------ helpers
