@@ -1,109 +1,95 @@
-"""Foreground (salient object) map measures: MAE, F-measure curve, S-measure.
+"""Foreground (salient object) measures of one image, through ``pysodmetrics``.
 
-The F-measure curve and S-measure follow the definitions used by the salient-object literature
-(F-measure with beta^2 = 0.3 over 256 thresholds, averaged over images before the max;
-S-measure: Fan et al. 2017, "Structure-measure: A New Way to Evaluate Foreground Maps").
-All inputs are float64 numpy arrays; ``pred`` in [0, 1] and ``gt`` boolean.
+The salient-object literature (DUTS, DIS5K, UniLSeg, InSPyReNet) scores 8-bit maps with
+PySODMetrics (``pip install pysodmetrics``, imported as ``py_sod_metrics``): the prediction is read
+as a uint8 grey image and min-max normalised per image, the ground truth is binarised at 128.
+The helpers here bring a probability map and a ground truth with an ignore region to that
+form, and run the library's own evaluators on it, one image at a time, so that per-image
+results can be gathered across processes and averaged as the library's own loop does.
+
+``py_sod_metrics`` (which pulls in scikit-image and scikit-learn) is imported inside
+:func:`sod_image_measures` only, never at import time of this module.
 """
-from typing import Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 
-_EPS = np.finfo(np.float64).eps
+NUM_THRESHOLDS = 256  # pysodmetrics' curves: thresholds 0..255 of the 8-bit map
 
 
-def f_measure_curve(pred: np.ndarray, gt: np.ndarray, beta2: float = 0.3,
-                    num_thresholds: int = 256) -> np.ndarray:
-    """F-measure of one image at thresholds ``k / (num_thresholds - 1)``, k = 0..num-1.
+def prob_to_uint8(prob: np.ndarray) -> np.ndarray:
+    """Quantise a probability map as a saved 8-bit PNG holds it.
 
-    A pixel is predicted foreground at threshold k when ``floor(pred * (num - 1)) >= k``.
-    Precision is 0 when nothing is predicted, recall is 0 when the gt is empty.
+    ``round(prob * 255)`` with halves rounded up (as ``torchvision.utils.save_image``).
 
     Args:
-        pred: Float ``[M]`` (valid pixels), values in [0, 1].
-        gt: Bool ``[M]``.
-        beta2: beta^2 of the F-measure.
-        num_thresholds: Number of thresholds.
+        prob: Float ``[H, W]``, values in [0, 1].
 
     Returns:
-        Float ``[num_thresholds]``: F-measure per threshold (index k = threshold k).
+        Uint8 ``[H, W]`` in 0..255.
     """
-    levels = num_thresholds - 1
-    q = np.clip(np.floor(pred * levels + 1e-9), 0, levels).astype(np.int64)
-    fg_hist = np.bincount(q[gt], minlength=num_thresholds)
-    bg_hist = np.bincount(q[~gt], minlength=num_thresholds)
-    tp = np.cumsum(fg_hist[::-1])[::-1].astype(np.float64)  # pixels with q >= k
-    pos = tp + np.cumsum(bg_hist[::-1])[::-1]
-    precision = tp / np.maximum(pos, 1)
-    recall = tp / max(int(gt.sum()), 1)
-    num = (1 + beta2) * precision * recall
-    den = beta2 * precision + recall
-    return np.where(num > 0, num / np.where(den > 0, den, 1), 0.0)
+    return np.clip(np.floor(prob.astype(np.float64) * 255 + 0.5), 0, 255).astype(np.uint8)
 
 
-def _object_score(x: np.ndarray) -> float:
-    """Fan et al. 2017 eq. (object similarity) on the values of one region."""
-    if x.size == 0:
-        return 0.0
-    mean = float(x.mean())
-    std = float(x.std(ddof=1)) if x.size > 1 else 0.0
-    return 2.0 * mean / (mean * mean + 1.0 + std + _EPS)
+def fill_ignored(pred: np.ndarray, fg: np.ndarray,
+                 valid: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Turn a map pair with an ignore region into full 8-bit maps for pysodmetrics.
 
+    PySODMetrics has no ignore region, and the S-measure, E-measure and weighted F-measure
+    need a whole 2-D map, so the ignored pixels cannot just be dropped:
 
-def _ssim(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Single-window SSIM of Fan et al. 2017 (region-aware term)."""
-    n = pred.size
-    if n == 0:
-        return 0.0
-    x, y = pred.mean(), gt.mean()
-    sx = ((pred - x) ** 2).sum() / (n - 1 + _EPS)
-    sy = ((gt - y) ** 2).sum() / (n - 1 + _EPS)
-    sxy = ((pred - x) * (gt - y)).sum() / (n - 1 + _EPS)
-    alpha = 4 * x * y * sxy
-    beta = (x * x + y * y) * (sx + sy)
-    if alpha != 0:
-        return float(alpha / (beta + _EPS))
-    return 1.0 if beta == 0 else 0.0
-
-
-def _centroid(gt: np.ndarray) -> Tuple[int, int]:
-    """Split point (x, y) of the region term: the gt centroid (rounded) + 1, or the centre."""
-    h, w = gt.shape
-    if not gt.any():
-        return int(round(w / 2)) + 1, int(round(h / 2)) + 1
-    ys, xs = np.nonzero(gt)
-    return int(np.round(xs.mean())) + 1, int(np.round(ys.mean())) + 1
-
-
-def s_measure(pred: np.ndarray, gt: np.ndarray, alpha: float = 0.5) -> float:
-    """Structure measure S = alpha * S_object + (1 - alpha) * S_region (Fan et al. 2017).
+    1. the maps are cropped to the bounding box of the valid pixels (ignored bands at the
+       borders, e.g. padding, are thus excluded exactly);
+    2. ignored pixels left inside the box become ground-truth background, and their
+       prediction takes the lowest prediction value among the valid pixels: after the
+       library's per-image min-max normalisation (which the valid pixels alone thus decide)
+       they are 0, a correctly rejected background at every threshold above 0 (when the
+       valid prediction is constant the library does not normalise, and they hold that
+       constant like the valid pixels).
 
     Args:
-        pred: Float ``[H, W]`` in [0, 1].
-        gt: Bool ``[H, W]``.
-        alpha: Weight of the object-aware term.
+        pred: Uint8 ``[H, W]`` prediction (:func:`prob_to_uint8`).
+        fg: Bool ``[H, W]`` ground-truth foreground.
+        valid: Bool ``[H, W]``, False where ignored; at least one True.
 
     Returns:
-        S-measure in [0, 1].
+        ``(pred, gt)``: uint8 ``[h, w]`` prediction and uint8 ``[h, w]`` ground truth in
+        {0, 255}, ``h <= H``, ``w <= W``.
     """
-    pred = pred.astype(np.float64)
-    y = gt.mean()
-    if y == 0:
-        return float(1.0 - pred.mean())
-    if y == 1:
-        return float(pred.mean())
-    # object-aware term
-    fg_score = _object_score(pred[gt])
-    bg_score = _object_score(1.0 - pred[~gt])
-    s_object = y * fg_score + (1 - y) * bg_score
-    # region-aware term: four quadrants split at the gt centroid, weighted by area
-    h, w = gt.shape
-    cx, cy = _centroid(gt)
-    gtf = gt.astype(np.float64)
-    area = h * w
-    weights = (cx * cy / area, (w - cx) * cy / area, cx * (h - cy) / area)
-    weights = weights + (1 - sum(weights),)
-    quads = ((slice(0, cy), slice(0, cx)), (slice(0, cy), slice(cx, w)),
-             (slice(cy, h), slice(0, cx)), (slice(cy, h), slice(cx, w)))
-    s_region = sum(wt * _ssim(pred[q], gtf[q]) for wt, q in zip(weights, quads))
-    return float(max(alpha * s_object + (1 - alpha) * s_region, 0.0))
+    rows = np.flatnonzero(valid.any(axis=1))
+    cols = np.flatnonzero(valid.any(axis=0))
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    pred, fg, valid = pred[box], fg[box], valid[box]
+    pred = np.where(valid, pred, pred[valid].min()).astype(np.uint8)
+    gt = np.where(valid & fg, 255, 0).astype(np.uint8)
+    return pred, gt
+
+
+def sod_image_measures(pred: np.ndarray, gt: np.ndarray, beta2: float = 0.3,
+                       alpha: float = 0.5) -> Dict[str, np.ndarray]:
+    """Run pysodmetrics' evaluators on one 8-bit map pair.
+
+    Args:
+        pred: Uint8 ``[H, W]`` prediction (min-max normalised by the library).
+        gt: Uint8 ``[H, W]`` ground truth (foreground where > 128).
+        beta2: beta^2 of the F-measure (the library's ``beta`` argument).
+        alpha: Weight of the object term of the S-measure.
+
+    Returns:
+        Float64 values: ``f_curve`` ``[256]`` (F-measure per threshold), ``f_adp`` (F-measure at
+        the adaptive threshold 2 * mean), ``e_curve`` ``[256]`` and ``e_adp`` (E-measure, Fan et al.
+        2018), ``sm`` (S-measure, Fan et al. 2017), ``wfm`` (weighted F-measure, Margolin et al.
+        2014, beta^2 = 1) and ``mae``; scalars as 0-d arrays.
+    """
+    import py_sod_metrics as psm  # heavy (scikit-image, scikit-learn): imported when used
+
+    fm = psm.FmeasureV2(metric_handlers=dict(
+        fm=psm.FmeasureHandler(with_dynamic=True, with_adaptive=True, beta=beta2)))
+    em, sm, wfm, mae = psm.Emeasure(), psm.Smeasure(alpha=alpha), psm.WeightedFmeasure(), psm.MAE()
+    for evaluator in (fm, em, sm, wfm, mae):
+        evaluator.step(pred=pred, gt=gt)
+    f_res, e_res = fm.get_results()['fm'], em.get_results()['em']
+    out = dict(f_curve=f_res['dynamic'], f_adp=f_res['adaptive'], e_curve=e_res['curve'],
+               e_adp=e_res['adp'], sm=sm.get_results()['sm'], wfm=wfm.get_results()['wfm'],
+               mae=mae.get_results()['mae'])
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}

@@ -1,4 +1,4 @@
-"""Foreground / salient object segmentation: MAE, max F-measure, S-measure, IoU."""
+"""Foreground / salient object segmentation: the SOD literature's measures (pysodmetrics), IoU."""
 import logging
 from typing import Any, Dict, Optional, Sequence
 
@@ -7,35 +7,50 @@ from mmdet.registry import METRICS
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
-from ..functional.foreground import f_measure_curve, s_measure
+from ..functional.foreground import (NUM_THRESHOLDS, fill_ignored, prob_to_uint8,
+                                     sod_image_measures)
 from .sample_utils import as_dict, check_shape, get_field, sample_name, to_tensor
 
 
 @METRICS.register_module()
 class ForegroundMetric(BaseMetric):
-    """Salient-object measures of a foreground probability map.
+    """Salient-object measures of a foreground probability map, as the SOD literature reports.
 
     Per sample (docs/data_contract.md, all at ``ori_shape``): ground truth
     ``gt_sem_seg.sem_seg`` ``[1, H, W]`` with 1 = foreground, 0 = background, ``ignore_index``
     = not evaluated; prediction ``pred_sem_seg.prob`` ``[1, H, W]`` in [0, 1] and the binary map
     ``pred_sem_seg.sem_seg`` (if absent: ``prob >= 0.5``).
 
-    Reported (fractions in [0, 1], as in the salient-object literature):
+    The salient-object measures come from ``pysodmetrics`` (PySODMetrics, imported when the
+    first sample is processed), run as its own evaluation loop runs over saved maps: the
+    prediction is quantised to an 8-bit map (``round(255 * prob)``, as a saved PNG), the
+    ground truth is a {0, 255} map binarised at 128, and the library min-max normalises each
+    prediction itself. Per image, then averaged over images (fractions in [0, 1]):
 
-    - ``MAE``: mean absolute error of ``prob`` over valid pixels, averaged over images;
-    - ``maxF``: F-measure (beta^2 = 0.3) at 256 thresholds, per image, averaged over images,
-      then the maximum over thresholds;
-    - ``Sm``: S-measure (Fan et al. 2017, alpha = 0.5), averaged over images. It needs the full
-      2-D map: ignored pixels are set to background in both gt and prediction for this measure;
+    - ``maxF`` / ``meanF``: F-measure (beta^2 = ``beta2``) per threshold 0..255, averaged over
+      images, then the maximum / the mean over thresholds; ``adpF``: at the adaptive threshold
+      (twice the mean of the normalised map);
+    - ``maxEm`` / ``meanEm`` / ``adpEm``: E-measure (Fan et al. 2018), same reductions;
+    - ``Sm``: S-measure (Fan et al. 2017, object weight ``alpha``);
+    - ``wFm``: weighted F-measure (Margolin et al. 2014, beta^2 = 1);
+    - ``MAE``: mean absolute error of the normalised map;
     - ``mIoU``: mean of foreground and background IoU of the binary map, from intersections and
-      unions summed over the dataset (as mmseg's IoU);
+      unions summed over the dataset (as mmseg's IoU), ignored pixels excluded;
     - ``fgIoU``: foreground IoU of the binary map per image (1 when both are empty), averaged.
+
+    Ignored pixels (the library has no ignore region; see
+    :func:`~mmquerymeld.evaluation.functional.foreground.fill_ignored`): both maps are cropped
+    to the bounding box of the valid pixels, so ignored border bands are excluded exactly;
+    ignored pixels inside the box become ground-truth background with the lowest valid
+    prediction value (0 after normalisation), i.e. correctly rejected background. An image
+    without any valid pixel is not evaluated.
 
     Args:
         ignore_index: Gt value of pixels that are not evaluated.
         beta2: beta^2 of the F-measure.
         alpha: Weight of the object term of the S-measure.
-        num_thresholds: Number of thresholds of the F-measure curve.
+        num_thresholds: Number of thresholds of the F- and E-measure curves; the 8-bit protocol
+            has 256 and no other value is accepted.
         collect_device: See :class:`mmengine.evaluator.BaseMetric`.
         prefix: Key prefix; defaults to ``'foreground'``.
         collect_dir: See :class:`mmengine.evaluator.BaseMetric`.
@@ -44,9 +59,12 @@ class ForegroundMetric(BaseMetric):
     default_prefix: Optional[str] = 'foreground'
 
     def __init__(self, ignore_index: int = 255, beta2: float = 0.3, alpha: float = 0.5,
-                 num_thresholds: int = 256, collect_device: str = 'cpu',
+                 num_thresholds: int = NUM_THRESHOLDS, collect_device: str = 'cpu',
                  prefix: Optional[str] = None, collect_dir: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix, collect_dir=collect_dir)
+        if num_thresholds != NUM_THRESHOLDS:
+            raise ValueError(f'{type(self).__name__}: num_thresholds must be {NUM_THRESHOLDS} '
+                             f'(the thresholds of 8-bit maps), got {num_thresholds}')
         self.ignore_index = ignore_index
         self.beta2 = beta2
         self.alpha = alpha
@@ -85,41 +103,42 @@ class ForegroundMetric(BaseMetric):
                 raise ValueError(f'{name}: sample {sample_name(sample)}: field '
                                  f'"gt_sem_seg.sem_seg" holds values other than 0, 1 and '
                                  f'{self.ignore_index}')
+            if not valid.any():
+                continue  # nothing to score
             fg = gt == 1
-            p_valid, fg_valid = prob[valid], fg[valid]
-            mae = float(np.abs(p_valid - fg_valid).mean()) if p_valid.size else 0.0
-            f_curve = f_measure_curve(p_valid, fg_valid, self.beta2, self.num_thresholds)
-            sm = s_measure(np.where(valid, prob, 0.0), fg, self.alpha)
-            b_valid = binary[valid]
-            inter_fg = int((b_valid & fg_valid).sum())
-            union_fg = int((b_valid | fg_valid).sum())
-            inter_bg = int((~b_valid & ~fg_valid).sum())
-            union_bg = int((~b_valid | ~fg_valid).sum())
-            self.results.append(dict(mae=mae, f_curve=f_curve, sm=sm,
-                                     areas=np.array([inter_fg, union_fg, inter_bg, union_bg],
-                                                    dtype=np.float64)))
+            pred8, gt8 = fill_ignored(prob_to_uint8(prob), fg, valid)
+            measures = sod_image_measures(pred8, gt8, beta2=self.beta2, alpha=self.alpha)
+            b_valid, fg_valid = binary[valid], fg[valid]
+            measures['areas'] = np.array([(b_valid & fg_valid).sum(), (b_valid | fg_valid).sum(),
+                                          (~b_valid & ~fg_valid).sum(),
+                                          (~b_valid | ~fg_valid).sum()], dtype=np.float64)
+            self.results.append(measures)
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
-        """Average the per-image measures.
+        """Average the per-image measures (curves averaged over images before max / mean).
 
         Args:
-            results: One dict per sample from :meth:`process`.
+            results: One dict per evaluated sample from :meth:`process`.
 
         Returns:
-            ``MAE``, ``maxF``, ``Sm``, ``mIoU``, ``fgIoU``; empty (with a warning) when there
-            were no samples.
+            ``maxF``, ``meanF``, ``adpF``, ``maxEm``, ``meanEm``, ``adpEm``, ``Sm``, ``wFm``,
+            ``MAE``, ``mIoU``, ``fgIoU``; empty (with a warning) when no sample was evaluated.
         """
         if not results:
             print_log(f'{type(self).__name__}: no samples were evaluated; returning no metrics',
                       logger='current', level=logging.WARNING)
             return {}
+
+        def mean(key: str) -> np.ndarray:
+            return np.mean(np.array([r[key] for r in results], dtype=np.float64), axis=0)
+
+        f_curve, e_curve = mean('f_curve'), mean('e_curve')
         areas = np.stack([r['areas'] for r in results])
         total = areas.sum(0)
         ious = [total[0] / total[1] if total[1] else 1.0, total[2] / total[3] if total[3] else 1.0]
         fg_iou = np.where(areas[:, 1] > 0, areas[:, 0] / np.maximum(areas[:, 1], 1), 1.0)
-        return dict(
-            MAE=round(float(np.mean([r['mae'] for r in results])), 6),
-            maxF=round(float(np.mean([r['f_curve'] for r in results], axis=0).max()), 6),
-            Sm=round(float(np.mean([r['sm'] for r in results])), 6),
-            mIoU=round(float(np.mean(ious)), 6),
-            fgIoU=round(float(fg_iou.mean()), 6))
+        values = dict(maxF=f_curve.max(), meanF=f_curve.mean(), adpF=mean('f_adp'),
+                      maxEm=e_curve.max(), meanEm=e_curve.mean(), adpEm=mean('e_adp'),
+                      Sm=mean('sm'), wFm=mean('wfm'), MAE=mean('mae'), mIoU=np.mean(ious),
+                      fgIoU=fg_iou.mean())
+        return {k: round(float(v), 6) for k, v in values.items()}
