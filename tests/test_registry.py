@@ -9,7 +9,8 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 PLUGIN_MODULES = {
     'MODELS': ['QueryMeldNet', 'QueryMeldHead', 'QueryMeldPixelDecoder', 'QueryMeldDecoder',
-               'DualQueryCrossAttention', 'OpenCLIPTextClassifier', 'QueryMeldCriterion'],
+               'DualQueryCrossAttention', 'OpenCLIPTextEncoder', 'QueryTextClassifier',
+               'QueryMeldCriterion'],
     'TASK_UTILS': ['GatedCrossEntropyLossCost', 'GatedDiceCost'],
     'DATASETS': ['MultiSourceDataset', 'QMCocoDataset', 'QMCocoPanopticDataset', 'QMLVISDataset',
                  'QMRefCocoDataset', 'SalientFolderDataset', 'SemSegFolderDataset',

@@ -1,9 +1,9 @@
-"""Benchmark the open_clip text classifier: vocabulary encoding time and cached classification cost.
+"""Benchmark the text side: vocabulary encoding time and cached classification cost.
 
-For each vocabulary size (default 80 = COCO, 1203 = LVIS, 10000 = stress) a fresh classifier
-encodes a synthetic vocabulary (cold cache: tokenising + text tower, in chunks), then the cached
-lookup and the per-forward classification cost (``[B, Q, query_dims]`` queries against the K texts)
-are timed.
+For each vocabulary size (default 80 = COCO, 1203 = LVIS, 10000 = stress) a fresh
+``OpenCLIPTextEncoder`` encodes a synthetic vocabulary (cold cache: tokenising + text tower, in chunks), then the cached
+lookup and the per-forward cost of ``QueryTextClassifier`` (``[B, Q, query_dims]`` queries against
+the K texts) are timed.
 
 Example::
 
@@ -18,7 +18,7 @@ from typing import Callable, List
 
 import torch
 
-from mmquerymeld.models.text import OpenCLIPTextClassifier, resolve_templates
+from mmquerymeld.models.text import OpenCLIPTextEncoder, QueryTextClassifier, resolve_templates
 
 
 def parse_args() -> argparse.Namespace:
@@ -84,20 +84,22 @@ def main() -> None:
     print('-' * len(header))
     for size in args.sizes:
         torch.manual_seed(args.seed)
-        clf = OpenCLIPTextClassifier(
-            model_name=args.model, pretrained=args.pretrained, query_dims=args.query_dims,
-            templates=args.templates, chunk_size=args.chunk_size).to(device).eval()
-        names = synthetic_vocabulary(clf.tokenizer, size, args.seed)
-        encode_s = timed(lambda: clf.encode_vocabulary(names), device)
-        passes = clf.tower_calls
+        enc = OpenCLIPTextEncoder(
+            model_name=args.model, pretrained=args.pretrained, templates=args.templates,
+            chunk_size=args.chunk_size).to(device).eval()
+        clf = QueryTextClassifier(query_dims=args.query_dims,
+                                  text_dims=enc.text_dims).to(device).eval()
+        names = synthetic_vocabulary(enc.tokenizer, size, args.seed)
+        encode_s = timed(lambda: enc.encode_vocabulary(names), device)
+        passes = enc.tower_calls
         queries = torch.randn(args.batch, args.queries, args.query_dims, device=device)
-        texts = clf.encode_vocabulary(names)
+        texts = enc.encode_vocabulary(names)
         with torch.no_grad():
-            lookup_s = timed(lambda: clf.encode_vocabulary(names), device, args.repeat)
+            lookup_s = timed(lambda: enc.encode_vocabulary(names), device, args.repeat)
             forward_s = timed(lambda: clf(queries, texts), device, args.repeat)
-            both_s = timed(lambda: clf(queries, clf.encode_vocabulary(names)), device,
+            both_s = timed(lambda: clf(queries, enc.encode_vocabulary(names)), device,
                            args.repeat)
-        assert clf.tower_calls == passes, 'cached lookups must not run the text tower'
+        assert enc.tower_calls == passes, 'cached lookups must not run the text tower'
         print(f'{size:>6} {size * num_templates:>8} {passes:>6} {encode_s:>9.2f} '
               f'{1e3 * encode_s / size:>11.2f} {1e3 * lookup_s:>9.2f} {1e3 * forward_s:>10.2f} '
               f'{1e3 * both_s:>13.2f}')

@@ -5,7 +5,7 @@ Usage::
     python tools/analysis/count_params.py configs/querymeld/querymeld_r50_conditional.py
     python tools/analysis/count_params.py <config> --cfg-options model.head.num_learnable_queries=0
 
-The text tower (``head.text_classifier.text_encoder``) is reported apart: Mask DINO has a fixed
+The text tower (``head.text_encoder.tower``) is reported apart: Mask DINO has a fixed
 classifier instead, so "without text tower" is the number to compare with Mask DINO R50 (52M with
 FFN 2048, per its README). The model is built on CPU with random weights (nothing is downloaded).
 """
@@ -49,13 +49,13 @@ def breakdown(model: nn.Module) -> Tuple['OrderedDict[str, int]', int, int]:
             parts[f'head.{name}'] = module
     learnable = [getattr(head, n).weight for n in ('learnable_content', 'learnable_anchors')
                  if hasattr(head, n)]
-    tc = head.text_classifier
-    text_tower = count(tc.text_encoder.parameters())
+    text_tower = count(head.text_encoder.tower.parameters())
     counts: 'OrderedDict[str, int]' = OrderedDict(
         (k, count(m.parameters())) for k, m in parts.items())
     counts['head.learnable_queries'] = count(learnable)
-    counts['head.text_classifier (w/o tower)'] = count(tc.parameters()) - text_tower
-    counts['head.text_classifier.text_encoder'] = text_tower
+    counts['head.text_classifier'] = count(head.text_classifier.parameters())
+    counts['head.text_encoder (w/o tower)'] = count(head.text_encoder.parameters()) - text_tower
+    counts['head.text_encoder.tower'] = text_tower
     return counts, count(model.parameters()), text_tower
 
 
@@ -79,7 +79,7 @@ def main() -> None:
     model_cfg = cfg.model
     # random weights only: never download a backbone or a text tower here
     model_cfg.backbone.init_cfg = None
-    model_cfg.head.text_classifier.pretrained = None
+    model_cfg.head.text_encoder.pretrained = None
     with torch.device('cpu'):
         model = MODELS.build(model_cfg)
     counts, total, tower = breakdown(model)

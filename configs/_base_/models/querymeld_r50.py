@@ -71,11 +71,14 @@ model = dict(
                 # 'conditional_to_learnable', 'none' (see DualQueryCrossAttention)
                 dual_attn_cfg=dict(mode='bidirectional', share_weights=True, num_heads=8,
                                    dropout=0.0))),
-        text_classifier=dict(
-            type='OpenCLIPTextClassifier',
+        text_encoder=dict(
+            type='OpenCLIPTextEncoder',
             model_name='ViT-B-16',  # "CLIP-Base" (appendix A.2)
             pretrained=None,  # a local open_clip checkpoint or a pretrained tag, e.g. 'openai'
-            freeze_text_encoder=True),
+            freeze_tower=True),
+        # query -> text projection, logit scale and focal-prior bias; query_dims / text_dims
+        # come from embed_dims and the text encoder
+        text_classifier=dict(type='QueryTextClassifier', prior_prob=0.01),
         criterion=dict(
             type='QueryMeldCriterion',
             # Mask DINO matcher costs and loss weights: class (focal) 4, box L1 5, GIoU 2,

@@ -31,6 +31,6 @@ model = dict(
                 cross_attn_cfg=dict(embed_dims=64, num_heads=4),
                 ffn_cfg=dict(embed_dims=64, feedforward_channels=128),
                 dual_attn_cfg=dict(num_heads=4))),
-        text_classifier=dict(model_name='QM-Tiny'),
+        text_encoder=dict(model_name='QM-Tiny'),
         criterion=dict(num_points=1024),
         denoising=dict(num_dn_queries=20)))

@@ -1,5 +1,6 @@
 """QueryMeldHead: segmentation encoder + query meld decoder + text classifier + criterion."""
 import copy
+import logging
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -9,6 +10,7 @@ from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh
 from mmdet.utils import ConfigType, OptConfigType, OptMultiConfig
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
@@ -16,6 +18,7 @@ from mmquerymeld.utils import QUERY_TYPES, TASKS
 from ..layers.denoising import OpenVocabDenoisingGenerator
 from ..layers.query_meld_decoder import QueryMeldDecoder
 from ..layers.query_selection import ConditionalQueryGenerator, masks_to_anchor_logits
+from ..text import legacy_text_keys_hook, split_legacy_text_cfg
 from .postprocessing import postprocess_by_task
 
 
@@ -45,7 +48,7 @@ class QueryMeldHead(BaseModule):
 
     1. The pixel decoder (multi-scale deformable encoder) turns backbone features into the
        memory (1/8..1/32) and the 1/4-resolution mask features.
-    2. The text classifier embeds each sample's vocabulary (``metainfo['texts']``) into
+    2. The text encoder embeds each sample's vocabulary (``metainfo['texts']``) into
        ``text_embeds [B, K, D]`` (padded, ``text_valid [B, K]``).
     3. Conditional queries: encoder proposals scored against the text embeddings, top-k
        (``num_conditional_queries``) selected (:class:`ConditionalQueryGenerator`); optionally
@@ -55,7 +58,8 @@ class QueryMeldHead(BaseModule):
        (:class:`OpenVocabDenoisingGenerator`).
     6. The query meld decoder (:class:`QueryMeldDecoder`) over ``[denoising | learnable |
        conditional]``; per layer (and for the initial queries) class logits = text classifier of the
-       normalised query, masks = mask embedding . mask features, boxes = iterative refinement.
+       normalised query against the text embeddings, masks = mask embedding . mask features,
+       boxes = iterative refinement.
 
     Query strategies of Table 2: ``num_learnable_queries=400, num_conditional_queries=0``
     (learnable), ``0, 400`` (conditional), ``100, 300`` (meld). With one set empty the dual-query
@@ -64,8 +68,12 @@ class QueryMeldHead(BaseModule):
     Args:
         pixel_decoder: Config of :class:`QueryMeldPixelDecoder`.
         decoder: Config of :class:`QueryMeldDecoder` (``num_layers``, ``layer_cfg``).
-        text_classifier: Config of the open-vocabulary classifier (``OpenCLIPTextClassifier``);
-            ``query_dims`` defaults to ``embed_dims``.
+        text_classifier: Config of the query-text classifier (``QueryTextClassifier``);
+            ``query_dims`` defaults to ``embed_dims``, ``text_dims`` to the encoder's. A config of
+            the former ``OpenCLIPTextClassifier`` (with ``text_encoder`` None) is split into the
+            two with a deprecation warning (:func:`split_legacy_text_cfg`).
+        text_encoder: Config of the text encoder (``OpenCLIPTextEncoder``): vocabularies ->
+            unit-norm embeddings ``[B, K, D]``.
         criterion: Config of the loss (``QueryMeldCriterion``); None for inference-only heads.
         embed_dims: Hidden size C of queries, memory and mask features.
         num_learnable_queries: Nl.
@@ -85,6 +93,7 @@ class QueryMeldHead(BaseModule):
                  pixel_decoder: ConfigType,
                  decoder: ConfigType,
                  text_classifier: ConfigType,
+                 text_encoder: OptConfigType = None,
                  criterion: OptConfigType = None,
                  embed_dims: int = 256,
                  num_learnable_queries: int = 100,
@@ -121,9 +130,20 @@ class QueryMeldHead(BaseModule):
                              f'embed_dims={embed_dims}')
 
         text_classifier = copy.deepcopy(dict(text_classifier))
+        if text_classifier.get('type') == 'OpenCLIPTextClassifier' and text_encoder is None:
+            text_encoder, text_classifier = split_legacy_text_cfg(text_classifier)
+            print_log('QueryMeldHead: text_classifier=OpenCLIPTextClassifier is deprecated; split '
+                      'into text_encoder=OpenCLIPTextEncoder + QueryTextClassifier',
+                      logger='current', level=logging.WARNING)
+        if text_encoder is None:
+            raise ValueError('QueryMeldHead: text_encoder (e.g. OpenCLIPTextEncoder) is required')
+        self.text_encoder = MODELS.build(text_encoder)
+        text_dims = int(self.text_encoder.text_dims)
         text_classifier.setdefault('query_dims', embed_dims)
+        text_classifier.setdefault('text_dims', text_dims)
         self.text_classifier = MODELS.build(text_classifier)
-        text_dims = int(self.text_classifier.text_dims)
+        # checkpoints of the former OpenCLIPTextClassifier load as is
+        self.register_load_state_dict_pre_hook(legacy_text_keys_hook)
 
         decoder = copy.deepcopy(dict(decoder))
         decoder.pop('type', None)
@@ -202,7 +222,7 @@ class QueryMeldHead(BaseModule):
             sample_texts, task = _check_sample(sample, i)
             texts.append(sample_texts)
             tasks.append(task)
-        text_embeds, text_valid = self.text_classifier.encode_batch_vocabularies(texts, tasks)
+        text_embeds, text_valid = self.text_encoder.encode_batch_vocabularies(texts, tasks)
         return text_embeds, text_valid
 
     def _box_heads(self) -> List[nn.Module]:

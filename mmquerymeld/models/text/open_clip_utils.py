@@ -231,7 +231,7 @@ def find_tower_prefix(state: Mapping[str, Tensor], tower_keys: Sequence[str],
 
     open_clip ``CLIP`` stores it at the top level (``token_embedding.weight``),
     ``CustomTextCLIP`` under ``text.``, and an mmengine checkpoint of a model holding this
-    classifier under e.g. ``decode_head.text_classifier.text_encoder.``.
+    encoder under e.g. ``head.text_encoder.tower.``.
 
     Args:
         state: The checkpoint's flat state dict.

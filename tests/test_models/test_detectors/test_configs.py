@@ -42,7 +42,7 @@ def test_strategy_models_build(name):
     register_all_modules()
     cfg = _cfg(name)
     # a small text tower keeps the test fast; the strategy is what is checked
-    cfg.model.head.text_classifier.model_name = 'QM-Tiny'
+    cfg.model.head.text_encoder.model_name = 'QM-Tiny'
     model = MODELS.build(cfg.model)
     nl, nc = STRATEGIES[name]
     head = model.head

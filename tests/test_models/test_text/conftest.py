@@ -1,12 +1,12 @@
-"""Fixtures of the text-classifier tests: a random-init QM-Tiny checkpoint saved to disk."""
+"""Fixtures of the text-side tests: a random-init QM-Tiny checkpoint saved to disk, factories."""
 from typing import Callable
 
 import open_clip
 import pytest
 import torch
 
-import mmquerymeld.models.text  # noqa: F401  (registers QM-Tiny and the classifier)
-from mmquerymeld.models.text import OpenCLIPTextClassifier
+import mmquerymeld.models.text  # noqa: F401  (registers QM-Tiny and the text modules)
+from mmquerymeld.models.text import OpenCLIPTextEncoder, QueryTextClassifier
 
 
 @pytest.fixture(scope='session')
@@ -20,14 +20,25 @@ def tiny_ckpt(tmp_path_factory) -> str:
 
 
 @pytest.fixture
-def make_clf(tiny_ckpt) -> Callable[..., OpenCLIPTextClassifier]:
-    """Factory of small classifiers on the saved QM-Tiny weights (keyword overrides allowed)."""
+def make_enc(tiny_ckpt) -> Callable[..., OpenCLIPTextEncoder]:
+    """Factory of small text encoders on the saved QM-Tiny weights (keyword overrides allowed)."""
 
-    def _make(**kwargs) -> OpenCLIPTextClassifier:
-        cfg = dict(model_name='QM-Tiny', pretrained=tiny_ckpt, query_dims=32,
-                   templates='simple', chunk_size=64)
+    def _make(**kwargs) -> OpenCLIPTextEncoder:
+        cfg = dict(model_name='QM-Tiny', pretrained=tiny_ckpt, templates='simple', chunk_size=64)
         cfg.update(kwargs)
-        return OpenCLIPTextClassifier(**cfg)
+        return OpenCLIPTextEncoder(**cfg)
+
+    return _make
+
+
+@pytest.fixture
+def make_clf() -> Callable[..., QueryTextClassifier]:
+    """Factory of classifiers from 32-d queries to QM-Tiny's 64-d text space."""
+
+    def _make(**kwargs) -> QueryTextClassifier:
+        cfg = dict(query_dims=32, text_dims=64)
+        cfg.update(kwargs)
+        return QueryTextClassifier(**cfg)
 
     return _make
 
@@ -49,12 +60,12 @@ class CallCounter:
 
 
 @pytest.fixture
-def count_tower() -> Callable[[OpenCLIPTextClassifier], CallCounter]:
-    """Attach a call counter to a classifier's text transformer."""
+def count_tower() -> Callable[[OpenCLIPTextEncoder], CallCounter]:
+    """Attach a call counter to a text encoder's transformer."""
     counters = []
 
-    def _attach(clf: OpenCLIPTextClassifier) -> CallCounter:
-        counter = CallCounter(clf.text_encoder.transformer)
+    def _attach(enc: OpenCLIPTextEncoder) -> CallCounter:
+        counter = CallCounter(enc.tower.transformer)
         counters.append(counter)
         return counter
 

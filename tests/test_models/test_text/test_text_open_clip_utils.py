@@ -67,7 +67,7 @@ def test_loads_custom_text_and_mmengine_checkpoints(tiny_ckpt, tmp_path):
     # An mmengine checkpoint of a whole detector, with pickled non-tensor meta.
     mmengine_ckpt = tmp_path / 'epoch_1.pth'
     torch.save({'meta': {'cfg': argparse.Namespace(lr=1)},
-                'state_dict': {'decode_head.text_classifier.text_encoder.' + k: v
+                'state_dict': {'head.text_encoder.tower.' + k: v
                                for k, v in text_sd.items()}}, mmengine_ckpt)
     for path in (custom, mmengine_ckpt):
         tower, _ = build_text_tower(QM_TINY_NAME)
