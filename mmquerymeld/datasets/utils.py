@@ -9,6 +9,8 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from mmquerymeld.utils.text import clean_class_name  # noqa: F401  (re-exported)
+
 #: Ignore value of 8-bit semantic label maps (mmseg / mmdet convention).
 IGNORE_INDEX_8BIT = 255
 #: Ignore value of 16-bit label maps (label spaces with more than 255 classes, e.g. PC-459).
@@ -181,11 +183,6 @@ def require_dir(path: str, what: str, owner: str = '') -> None:
     if not osp.isdir(path):
         prefix = f'{owner}: ' if owner else ''
         raise FileNotFoundError(f'{prefix}{what} not found: {path}')
-
-
-def clean_class_name(name: str) -> str:
-    """Turn a dataset class name into prompt text (``'traffic_light'`` -> ``'traffic light'``)."""
-    return name.replace('_', ' ').replace('-other', '').replace('-merged', '').strip()
 
 
 def split_thing_stuff(metainfo: dict) -> Tuple[Optional[List[str]], Optional[List[bool]]]:

@@ -1,2 +1,3 @@
 from .constants import INSTANCE_OFFSET, TASKS, QUERY_TYPES  # noqa: F401
 from .setup_env import register_all_modules  # noqa: F401
+from .text import clean_class_name  # noqa: F401

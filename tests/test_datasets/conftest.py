@@ -7,7 +7,7 @@ import pytest
 from mmengine.config import Config
 
 import mmquerymeld.datasets  # noqa: F401  (registers the data modules only)
-from mmquerymeld.testing.synthetic_world import generate_synthetic_world
+from mmquerymeld.testing import generate_synthetic_world
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 SYN_CFG = osp.join(REPO, 'configs', '_base_', 'datasets', 'synthetic_world.py')

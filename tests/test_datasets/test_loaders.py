@@ -13,8 +13,8 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from mmquerymeld.datasets import MultiSourceDataset
-from mmquerymeld.testing.synthetic_world import (LVIS_CLASSES, PC_CLASS_IDS, SEMANTIC_CLASSES,
-                                                  STUFF_CLASSES, THING_CLASSES, pc459_classes)
+from mmquerymeld.testing import (LVIS_CLASSES, PC_CLASS_IDS, SEMANTIC_CLASSES,
+                                 STUFF_CLASSES, THING_CLASSES, pc459_classes)
 from mmquerymeld.datasets.utils import masks_to_bboxes, rgb2id
 
 

@@ -8,7 +8,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 from mmquerymeld.datasets import MultiSourceDataset
-from mmquerymeld.testing.synthetic_world import LVIS_CLASSES, THING_CLASSES
+from mmquerymeld.testing import LVIS_CLASSES, THING_CLASSES
 from mmquerymeld.utils import TASKS
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))

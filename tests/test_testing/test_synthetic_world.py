@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image
 from pycocotools.coco import COCO
 
-from mmquerymeld.testing.synthetic_world import (LVIS_CLASSES, PC_CLASS_IDS, STUFF_CLASSES,
-                                                  THING_CLASSES, generate_synthetic_world)
+from mmquerymeld.testing import (LVIS_CLASSES, PC_CLASS_IDS, STUFF_CLASSES,
+                                 THING_CLASSES, generate_synthetic_world)
 from mmquerymeld.datasets.utils import rgb2id
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))

@@ -106,7 +106,7 @@ def test_dist_train_two_cpu_processes(tmp_path, tiny_coco_root):
 
 def test_dist_train_querymeld_on_synthetic_world(tmp_path):
     """The real model under DDP: two CPU processes train the demo config on a small world."""
-    from mmquerymeld.testing.synthetic_world import generate_synthetic_world
+    from mmquerymeld.testing import generate_synthetic_world
     generate_synthetic_world(str(tmp_path / 'data' / 'synthetic'), seed=1, num_train=4,
                              num_val=2)
     env = _env()

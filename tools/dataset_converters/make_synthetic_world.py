@@ -29,7 +29,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser.add_argument('--img-size', type=int, default=128)
     parser.add_argument('--max-things', type=int, default=4)
     args = parser.parse_args(argv)
-    from mmquerymeld.testing.synthetic_world import generate_synthetic_world
+    from mmquerymeld.testing import generate_synthetic_world
     t0 = time.time()
     info = generate_synthetic_world(args.out, seed=args.seed, num_train=args.num_train,
                                     num_val=args.num_val, img_size=args.img_size,

@@ -14,8 +14,8 @@ from mmdet.registry import TRANSFORMS
 from mmdet.structures.bbox import HorizontalBoxes
 from mmdet.structures.mask import BitmapMasks, PolygonMasks
 
-from ...utils import TASKS
-from ..utils import IGNORE_INDEX_8BIT, IGNORE_INDEX_16BIT, clean_class_name, masks_to_bboxes
+from ...utils import TASKS, clean_class_name
+from ..utils import IGNORE_INDEX_8BIT, IGNORE_INDEX_16BIT, masks_to_bboxes
 
 
 def _err(results: dict, msg: str) -> str:

@@ -11,7 +11,7 @@ import torch
 from mmengine.structures import BaseDataElement
 from torch import Tensor
 
-from mmquerymeld.datasets.utils import clean_class_name
+from mmquerymeld.utils.text import clean_class_name
 
 _MISSING = object()
 

@@ -14,6 +14,8 @@ embeddings, so every synonym weighs the same whatever its number of templates or
 """
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+from mmquerymeld.utils.text import clean_class_name  # noqa: F401  (re-exported)
+
 #: The prompt UniLSeg (table 1) uses for salient object / foreground segmentation.
 FOREGROUND_PROMPT = 'the most salient object'
 
@@ -86,18 +88,6 @@ def resolve_templates(spec: TemplateSpec, where: str = 'templates') -> Tuple[str
             raise ValueError(f'{where}: every template must be a string with exactly one "{{}}", '
                              f'got {template!r}')
     return templates
-
-
-def clean_class_name(name: str) -> str:
-    """Normalise a class name for prompting: underscores to spaces (LVIS), collapsed whitespace.
-
-    Args:
-        name: Raw class name, e.g. ``'aerosol_can'``.
-
-    Returns:
-        The cleaned name, e.g. ``'aerosol can'``.
-    """
-    return ' '.join(name.replace('_', ' ').split())
 
 
 def split_synonyms(entry: VocabEntry, sep: Optional[str] = '/', clean: bool = True,
