@@ -1,4 +1,4 @@
-"""Prompt templates, synonyms and the per-task prompt rules of the text classifier.
+"""Prompt templates, synonyms and the per-task prompt rules of the text encoder.
 
 Class names become prompts through a template set and are ensembled (paper section 3.3 uses a CLIP
 text encoder as the classifier; CLIP's prompt ensembling: normalise each template's embedding,
@@ -6,7 +6,7 @@ average, renormalise). Referring expressions are encoded raw. UniLSeg (table 1) 
 category-based tasks with ``"all {}"`` and salient-object (foreground) data with
 ``"the most salient object"``.
 
-Synonym rule (documented here, applied by :class:`OpenCLIPTextClassifier`): a vocabulary entry may
+Synonym rule (documented here, applied by :class:`OpenCLIPTextEncoder`): a vocabulary entry may
 name several synonyms, either as a list/tuple of strings (LVIS ``synonyms``) or as one string joined
 by a separator (``"person/people"``). Each synonym is ensembled over the templates on its own
 (normalise, average, renormalise); the entry's embedding is the renormalised mean of its synonyms'
