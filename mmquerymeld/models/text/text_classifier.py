@@ -14,6 +14,7 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from mmdet.registry import MODELS
+from .legacy import ENCODER_ARGS
 
 
 @MODELS.register_module()
@@ -37,6 +38,11 @@ class QueryTextClassifier(BaseModule):
         padding_logit: Logit given to padded texts (large negative but finite: focal loss stays
             finite, fp16 can hold it).
         init_cfg: mmengine init config.
+
+    Raises:
+        TypeError: An unknown argument; for a text-encoder argument of the former
+            ``OpenCLIPTextClassifier`` (``model_name``, ``pretrained`` ...), the error says to set
+            it under ``text_encoder`` instead.
     """
 
     def __init__(self,
@@ -48,7 +54,15 @@ class QueryTextClassifier(BaseModule):
                  learnable_logit_scale: bool = True,
                  normalize_queries: bool = True,
                  padding_logit: float = -1e4,
-                 init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
+                 init_cfg: Optional[Union[dict, List[dict]]] = None,
+                 **unknown) -> None:
+        if unknown:
+            moved = {k: ENCODER_ARGS[k] for k in unknown if k in ENCODER_ARGS}
+            hint = (f'; since the text side was split these belong to the text encoder: set '
+                    + ', '.join(f'text_encoder.{v}' for v in moved.values())
+                    + ' instead of ' + ', '.join(f'text_classifier.{k}' for k in moved)
+                    if moved else '')
+            raise TypeError(f'QueryTextClassifier: unexpected arguments {sorted(unknown)}{hint}')
         super().__init__(init_cfg=init_cfg)
         if not 0.0 < prior_prob < 1.0:
             raise ValueError(f'prior_prob must be in (0, 1), got {prior_prob}')

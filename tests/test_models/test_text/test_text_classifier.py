@@ -86,3 +86,12 @@ def test_follows_input_dtype(make_clf):
     clf = make_clf().double()
     logits = clf(torch.randn(1, 2, 32, dtype=torch.float64), torch.randn(3, 64))
     assert logits.dtype == torch.float64
+
+
+def test_former_encoder_arguments_say_where_they_moved(make_clf):
+    with pytest.raises(TypeError, match=r'text_encoder\.model_name.*text_classifier\.model_name'):
+        make_clf(model_name='ViT-B-16')
+    with pytest.raises(TypeError, match=r'text_encoder\.freeze_tower'):
+        make_clf(freeze_text_encoder=False)
+    with pytest.raises(TypeError, match=r"unexpected arguments \['no_such_arg'\]$"):
+        make_clf(no_such_arg=1)
