@@ -42,13 +42,15 @@ def breakdown(model: nn.Module) -> Tuple['OrderedDict[str, int]', int, int]:
     if getattr(model, 'neck', None) is not None:
         parts['neck'] = model.neck
     head = model.head
-    for name in ('pixel_decoder', 'decoder', 'query_selector', 'dn_generator', 'mask_embed',
-                 'box_heads'):
+    for name in ('pixel_decoder', 'decoder', 'dn_generator', 'mask_embed', 'box_heads'):
         module = getattr(head, name, None)
         if module is not None:
             parts[f'head.{name}'] = module
-    learnable = [getattr(head, n).weight for n in ('learnable_content', 'learnable_anchors')
-                 if hasattr(head, n)]
+    gen = head.query_generator
+    if getattr(gen, 'query_selector', None) is not None:
+        parts['head.query_generator.query_selector'] = gen.query_selector
+    learnable = [getattr(gen, n).weight for n in ('learnable_content', 'learnable_anchors')
+                 if hasattr(gen, n)]
     text_tower = count(head.text_encoder.tower.parameters())
     counts: 'OrderedDict[str, int]' = OrderedDict(
         (k, count(m.parameters())) for k, m in parts.items())

@@ -8,6 +8,8 @@ from mmdet.utils import ConfigType, OptConfigType, OptMultiConfig
 from mmengine.structures import InstanceData, PixelData
 from torch import Tensor
 
+from ..heads.outputs import QueryMeldHeadOutputs
+
 
 @MODELS.register_module()
 class QueryMeldNet(BaseDetector):
@@ -72,7 +74,7 @@ class QueryMeldNet(BaseDetector):
                              "metainfo['texts'] and ['task'])")
 
     def loss(self, batch_inputs: Tensor, batch_data_samples: SampleList) -> Dict[str, Tensor]:
-        """Losses of a batch (see :meth:`QueryMeldHead.loss`)."""
+        """Losses of a batch (:meth:`QueryMeldHead.loss`: ``forward`` -> ``loss_by_feat``)."""
         self._check_samples(batch_data_samples)
         x = self.extract_feat(batch_inputs)
         return self.head.loss(x, batch_data_samples)
@@ -97,8 +99,15 @@ class QueryMeldNet(BaseDetector):
                 setattr(sample, key, value)
         return batch_data_samples
 
-    def _forward(self, batch_inputs: Tensor, batch_data_samples: SampleList = None) -> dict:
-        """Raw head outputs (no post-processing), for ``mode='tensor'``."""
+    def _forward(self, batch_inputs: Tensor,
+                 batch_data_samples: SampleList = None) -> QueryMeldHeadOutputs:
+        """The head's forward outputs (no post-processing), for ``mode='tensor'``.
+
+        Returns:
+            QueryMeldHeadOutputs: per-layer states and references, mask features, text
+            embeddings, encoder proposals, ``dn_meta`` and query types; per-level predictions
+            follow from ``self.head.forward_predictions(outputs)``.
+        """
         self._check_samples(batch_data_samples)
         x = self.extract_feat(batch_inputs)
         return self.head(x, batch_data_samples)

@@ -1,65 +1,46 @@
-"""QueryMeldHead: segmentation encoder + query meld decoder + text classifier + criterion."""
+"""QueryMeldHead: segmentation encoder + query meld decoder + text classifier, in mmdet's shape.
+
+``forward(x, batch_data_samples)`` returns per-layer outputs (:class:`QueryMeldHeadOutputs`,
+DINO's contract), ``loss`` -> ``loss_by_feat`` and ``predict`` -> ``predict_by_feat`` as
+mmdet's ``DINOHead`` / ``Mask2FormerHead`` and mmseg's decode heads.
+"""
 import copy
 import logging
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
-from mmdet.models.layers.transformer.utils import MLP
+from mmdet.models.layers.transformer.utils import MLP, inverse_sigmoid
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
-from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh
-from mmdet.utils import ConfigType, OptConfigType, OptMultiConfig
+from mmdet.utils import ConfigType, InstanceList, OptConfigType, OptMultiConfig
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from mmquerymeld.utils import QUERY_TYPES, TASKS
 from ..layers.denoising import OpenVocabDenoisingGenerator
 from ..layers.query_meld_decoder import QueryMeldDecoder
-from ..layers.query_selection import ConditionalQueryGenerator, masks_to_anchor_logits
 from ..text import legacy_text_keys_hook, split_legacy_text_cfg
-from .postprocessing import postprocess_by_task
-
-
-def _check_sample(sample, index: int) -> Tuple[List[str], str]:
-    """Return ``(texts, task)`` of a data sample, or raise a clear error."""
-    meta = sample.metainfo
-    texts = meta.get('texts', None)
-    task = meta.get('task', None)
-    where = f"data sample {index} (img_path={meta.get('img_path', '?')})"
-    if texts is None or isinstance(texts, str) or len(texts) == 0:
-        raise ValueError(f"QueryMeldHead: {where}: metainfo['texts'] must be a non-empty list of "
-                         f'str (the vocabulary), got {texts!r}')
-    if task not in TASKS:
-        raise ValueError(f"QueryMeldHead: {where}: metainfo['task']={task!r} is not one of "
-                         f'{TASKS}')
-    if 'batch_input_shape' not in meta:
-        raise ValueError(f"QueryMeldHead: {where}: metainfo['batch_input_shape'] is missing; "
-                         'run the data preprocessor (DetDataPreprocessor) first')
-    return list(texts), task
+from .outputs import EncoderProposals, LayerPredictions, QueryMeldHeadOutputs
+from .query_generator import MeldQueryGenerator
+from .sample_utils import (check_sample, image_valid_ratios, normalised_gt,
+                           unpack_gt_instances)
 
 
 @MODELS.register_module()
 class QueryMeldHead(BaseModule):
     """The segmentation encoder and decoder of QueryMeldNet (paper 3.1-3.3, Figure 2 and 3).
 
-    Pipeline for a batch:
-
-    1. The pixel decoder (multi-scale deformable encoder) turns backbone features into the
-       memory (1/8..1/32) and the 1/4-resolution mask features.
-    2. The text encoder embeds each sample's vocabulary (``metainfo['texts']``) into
-       ``text_embeds [B, K, D]`` (padded, ``text_valid [B, K]``).
-    3. Conditional queries: encoder proposals scored against the text embeddings, top-k
-       (``num_conditional_queries``) selected (:class:`ConditionalQueryGenerator`); optionally
-       their anchors re-initialised from their predicted masks (Mask DINO mask-enhanced boxes).
-    4. Learnable queries: ``num_learnable_queries`` content embeddings and anchors.
-    5. Training only: denoising queries from noised ground truth
-       (:class:`OpenVocabDenoisingGenerator`).
-    6. The query meld decoder (:class:`QueryMeldDecoder`) over ``[denoising | learnable |
-       conditional]``; per layer (and for the initial queries) class logits = text classifier of the
-       normalised query against the text embeddings, masks = mask embedding . mask features,
-       boxes = iterative refinement.
+    ``forward`` (DINO's per-layer contract, :class:`QueryMeldHeadOutputs`): the pixel decoder
+    gives the memory (1/8..1/32) and 1/4 mask features; the text encoder embeds each sample's
+    vocabulary (``metainfo['texts']``, padded: ``text_valid``); :class:`MeldQueryGenerator`
+    builds the learnable queries and the conditional ones (encoder proposals selected by their
+    best score against the valid texts); in training, :class:`OpenVocabDenoisingGenerator` adds
+    denoising queries; :class:`QueryMeldDecoder` decodes ``[denoising | learnable |
+    conditional]`` with iterative box refinement. :meth:`forward_predictions` turns each level
+    (the initial queries when ``initial_pred``, then every layer) into class logits (text
+    classifier), boxes (box head on the layer's reference) and masks (mask embedding . mask
+    features); ``loss_by_feat`` runs the criterion over them, the encoder proposals and
+    denoising; ``predict_by_feat`` post-processes the last layer per task (``post_processor``).
 
     Query strategies of Table 2: ``num_learnable_queries=400, num_conditional_queries=0``
     (learnable), ``0, 400`` (conditional), ``100, 300`` (meld). With one set empty the dual-query
@@ -75,6 +56,8 @@ class QueryMeldHead(BaseModule):
         text_encoder: Config of the text encoder (``OpenCLIPTextEncoder``): vocabularies ->
             unit-norm embeddings ``[B, K, D]``.
         criterion: Config of the loss (``QueryMeldCriterion``); None for inference-only heads.
+        post_processor: Config of the task post-processing (``QueryMeldPostProcessor``);
+            ``test_cfg`` is filled in from the head's ``test_cfg`` when not given.
         embed_dims: Hidden size C of queries, memory and mask features.
         num_learnable_queries: Nl.
         num_conditional_queries: Nc.
@@ -95,6 +78,7 @@ class QueryMeldHead(BaseModule):
                  text_classifier: ConfigType,
                  text_encoder: OptConfigType = None,
                  criterion: OptConfigType = None,
+                 post_processor: OptConfigType = None,
                  embed_dims: int = 256,
                  num_learnable_queries: int = 100,
                  num_conditional_queries: int = 300,
@@ -109,15 +93,10 @@ class QueryMeldHead(BaseModule):
                  test_cfg: OptConfigType = None,
                  init_cfg: OptMultiConfig = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        if num_learnable_queries < 0 or num_conditional_queries < 0 or \
-                num_learnable_queries + num_conditional_queries == 0:
-            raise ValueError('QueryMeldHead: num_learnable_queries and num_conditional_queries '
-                             'must be >= 0 and not both 0, got '
-                             f'{num_learnable_queries}, {num_conditional_queries}')
+        MeldQueryGenerator.check_num_queries(num_learnable_queries, num_conditional_queries)
         self.embed_dims = embed_dims
         self.num_learnable = num_learnable_queries
         self.num_conditional = num_conditional_queries
-        self.mask_enhanced_box_init = mask_enhanced_box_init
         self.initial_pred = initial_pred
         self.train_cfg = train_cfg
         self.test_cfg = dict(test_cfg) if test_cfg else {}
@@ -157,12 +136,10 @@ class QueryMeldHead(BaseModule):
                              f'embed_dims {embed_dims}')
         self.num_layers = self.decoder.num_layers
 
-        if self.num_learnable > 0:
-            self.learnable_content = nn.Embedding(self.num_learnable, embed_dims)
-            self.learnable_anchors = nn.Embedding(self.num_learnable, 4)
-        if self.num_conditional > 0:
-            self.query_selector = ConditionalQueryGenerator(
-                embed_dims, self.num_conditional, base_scale=proposal_base_scale)
+        self.query_generator = MeldQueryGenerator(
+            embed_dims, self.num_learnable, self.num_conditional,
+            proposal_base_scale=proposal_base_scale,
+            mask_enhanced_box_init=mask_enhanced_box_init)
         self.dn_generator = None
         if denoising is not None:
             dn_cfg = dict(denoising)
@@ -174,32 +151,22 @@ class QueryMeldHead(BaseModule):
         num_box_heads = 1 if share_box_head else self.num_layers
         self.box_heads = nn.ModuleList(
             [MLP(embed_dims, embed_dims, 4, 3) for _ in range(num_box_heads)])
-        for head in self.box_heads:
-            nn.init.zeros_(head.layers[-1].weight)
-            nn.init.zeros_(head.layers[-1].bias)
+        self._zero_box_heads()
 
         self.criterion = MODELS.build(criterion) if criterion is not None else None
-        self.register_buffer(
-            'query_types',
-            torch.cat([torch.full((self.num_learnable, ), QUERY_TYPES['learnable']),
-                       torch.full((self.num_conditional, ), QUERY_TYPES['conditional'])]).long(),
-            persistent=False)
-        self._init_learnable_queries()
-
-    def _init_learnable_queries(self) -> None:
-        """Anchors spread uniformly over the image with a quarter-image size (DAB-DETR style)."""
-        if self.num_learnable == 0:
-            return
-        with torch.no_grad():
-            centres = torch.rand(self.num_learnable, 2).clamp(0.02, 0.98)
-            sizes = torch.full((self.num_learnable, 2), 0.25)
-            boxes = torch.cat([centres, sizes], -1)
-            self.learnable_anchors.weight.copy_(torch.log(boxes / (1 - boxes)))
+        post_processor = dict(post_processor or dict(type='QueryMeldPostProcessor'))
+        post_processor.setdefault('test_cfg', self.test_cfg)
+        self.post_processor = MODELS.build(post_processor)
+        self.query_generator.init_learnable_anchors()
 
     def init_weights(self) -> None:
         """mmengine init of the children, then the learnable anchors and zeroed box heads."""
         super().init_weights()
-        self._init_learnable_queries()
+        self.query_generator.init_learnable_anchors()
+        self._zero_box_heads()
+
+    def _zero_box_heads(self) -> None:
+        """Box refinement starts as the identity (zero deltas)."""
         for head in self.box_heads:
             nn.init.zeros_(head.layers[-1].weight)
             nn.init.zeros_(head.layers[-1].bias)
@@ -209,6 +176,11 @@ class QueryMeldHead(BaseModule):
         """Number of matching queries Q = Nl + Nc."""
         return self.num_learnable + self.num_conditional
 
+    @property
+    def query_types(self) -> Tensor:
+        """``[Q]`` long: 0 learnable, 1 conditional (``mmquerymeld.utils.QUERY_TYPES``)."""
+        return self.query_generator.query_types
+
     # ------------------------------------------------------------------ helpers
     def encode_texts(self, batch_data_samples: SampleList) -> Tuple[Tensor, Tensor]:
         """Embed and pad each sample's vocabulary.
@@ -217,13 +189,9 @@ class QueryMeldHead(BaseModule):
             tuple: ``text_embeds`` ``[B, Kmax, D]`` (zeros where padded) and ``text_valid``
             ``[B, Kmax]`` bool (valid entries first).
         """
-        texts, tasks = [], []
-        for i, sample in enumerate(batch_data_samples):
-            sample_texts, task = _check_sample(sample, i)
-            texts.append(sample_texts)
-            tasks.append(task)
-        text_embeds, text_valid = self.text_encoder.encode_batch_vocabularies(texts, tasks)
-        return text_embeds, text_valid
+        checked = [check_sample(sample, i) for i, sample in enumerate(batch_data_samples)]
+        return self.text_encoder.encode_batch_vocabularies([texts for texts, _ in checked],
+                                                           [task for _, task in checked])
 
     def _box_heads(self) -> List[nn.Module]:
         return [self.box_heads[0]] * self.num_layers if len(self.box_heads) == 1 \
@@ -245,86 +213,26 @@ class QueryMeldHead(BaseModule):
         masks = torch.einsum('bqc,bchw->bqhw', self.mask_embed(normed), mask_features)
         return logits, masks
 
-    @staticmethod
-    def _normalised_gt(batch_data_samples: SampleList) -> Tuple[List[Tensor], List[Tensor]]:
-        """Ground-truth labels and boxes as normalised cxcywh of the padded batch frame."""
-        labels, boxes = [], []
-        for i, sample in enumerate(batch_data_samples):
-            gt = sample.gt_instances
-            if 'bboxes' not in gt or 'labels' not in gt:
-                raise ValueError(f'QueryMeldHead: data sample {i}: gt_instances needs bboxes and '
-                                 'labels for training')
-            pad_h, pad_w = sample.metainfo['batch_input_shape'][:2]
-            b = gt.bboxes
-            b = b.tensor if hasattr(b, 'tensor') else b
-            b = bbox_xyxy_to_cxcywh(b.float()) / b.new_tensor([pad_w, pad_h, pad_w, pad_h]).float()
-            labels.append(gt.labels.long())
-            boxes.append(b.clamp(0, 1))
-        return labels, boxes
-
-    @staticmethod
-    def image_valid_ratios(batch_data_samples: SampleList, device: torch.device) -> Tensor:
-        """Fraction of the padded batch frame covered by each image.
-
-        Returns:
-            Tensor: ``[B, 2]`` ``(img_w / pad_w, img_h / pad_h)`` (1 where ``img_shape`` is
-            missing).
-        """
-        ratios = []
-        for sample in batch_data_samples:
-            meta = sample.metainfo
-            pad_h, pad_w = meta['batch_input_shape'][:2]
-            img_h, img_w = meta.get('img_shape', (pad_h, pad_w))[:2]
-            ratios.append((min(img_w / pad_w, 1.0), min(img_h / pad_h, 1.0)))
-        return torch.tensor(ratios, dtype=torch.float32, device=device)
-
-    # ------------------------------------------------------------------ forward
-    def _matching_queries(self, enc: dict, text_embeds: Tensor, text_valid: Tensor,
-                          valid_ratios: Optional[Tensor] = None
-                          ) -> Tuple[Tensor, Tensor, Optional[Dict[str, Tensor]]]:
-        """Learnable and conditional queries (paper 3.2, Figure 3 (a)-(c)).
+    def text_scores(self, feats: Tensor, text_embeds: Tensor, text_valid: Tensor) -> Tensor:
+        """Score of each encoder proposal: its best class logit over the sample's valid texts.
 
         Args:
-            enc: Pixel decoder outputs. text_embeds: ``[B, K, D]``. text_valid: ``[B, K]``.
-            valid_ratios: ``[B, 2]`` image / padded frame (see :meth:`image_valid_ratios`):
-                encoder proposals in the batch padding are not selected.
+            feats: ``[B, S, C]`` proposal features. text_embeds: ``[B, K, D]``.
+            text_valid: ``[B, K]`` bool; padded entries never score.
 
         Returns:
-            tuple: content ``[B, Q, C]``, anchors ``[B, Q, 4]`` (unsigmoided cxcywh), ordered
-            (learnable, conditional), and the encoder-proposal predictions (None without
-            conditional queries; masks only computed when training or for mask-enhanced boxes).
+            Tensor: ``[B, S]``.
         """
-        memory, mask_features = enc['memory'], enc['mask_features']
-        bsz = memory.shape[0]
-        contents, anchors = [], []
-        enc_outputs = None
-        if self.num_learnable > 0:
-            contents.append(self.learnable_content.weight[None].expand(bsz, -1, -1))
-            anchors.append(self.learnable_anchors.weight[None].expand(bsz, -1, -1))
-        if self.num_conditional > 0:
+        logits = self.text_classifier(feats, text_embeds, text_valid)
+        return logits.masked_fill(~text_valid[:, None], float('-inf')).max(-1).values
 
-            def score_fn(feats: Tensor) -> Tensor:
-                logits = self.text_classifier(feats, text_embeds, text_valid)
-                return logits.masked_fill(~text_valid[:, None], float('-inf')).max(-1).values
+    #: ``[B, 2]`` fraction of the padded frame covered by each image (``sample_utils``).
+    image_valid_ratios = staticmethod(image_valid_ratios)
 
-            sel = self.query_selector(memory, enc['spatial_shapes'], score_fn,
-                                      valid_ratios=valid_ratios)
-            cond_anchors = sel['anchors']
-            if self.training or self.mask_enhanced_box_init:
-                enc_logits, enc_masks = self.predict_heads(
-                    self.decoder.norm(sel['content_undetached']), mask_features, text_embeds,
-                    text_valid)
-                enc_outputs = dict(pred_logits=enc_logits,
-                                   pred_boxes=sel['anchors_undetached'].sigmoid(),
-                                   pred_masks=enc_masks)
-                if self.mask_enhanced_box_init:
-                    cond_anchors = masks_to_anchor_logits(enc_masks.detach(), cond_anchors)
-            contents.append(sel['content'])
-            anchors.append(cond_anchors)
-        return torch.cat(contents, 1), torch.cat(anchors, 1), enc_outputs
-
-    def forward(self, x: Sequence[Tensor], batch_data_samples: SampleList) -> Dict[str, object]:
-        """Run encoder and decoder.
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: Sequence[Tensor],
+                batch_data_samples: SampleList) -> QueryMeldHeadOutputs:
+        """Run the encoder, build the queries and decode.
 
         Args:
             x: Multi-scale features ``[B, C_i, H_i, W_i]``, high to low resolution.
@@ -332,29 +240,34 @@ class QueryMeldHead(BaseModule):
                 ``['batch_input_shape']`` and, when training with denoising, ``gt_instances``.
 
         Returns:
-            dict in the criterion's format: ``pred_logits [B, Q, K]``, ``pred_boxes [B, Q, 4]``
-            (normalised cxcywh of the padded frame), ``pred_masks [B, Q, H/4, W/4]``,
-            ``text_valid [B, K]``, ``aux_outputs`` (training: initial prediction + all layers
-            but the last; eval: empty), ``enc_outputs`` (top-k encoder proposals; None without
-            conditional queries, and in eval mode unless mask-enhanced boxes are on),
-            ``dn_outputs`` / ``dn_meta`` (None outside denoising training), ``query_types [Q]``
-            (0 learnable, 1 conditional) and ``text_embeds [B, K, D]``.
+            QueryMeldHeadOutputs: states and references per decoder layer, the initial states,
+            mask features, text embeddings, encoder proposals, ``dn_meta`` and query types
+            (shapes in :class:`QueryMeldHeadOutputs`).
         """
         text_embeds, text_valid = self.encode_texts(batch_data_samples)
         enc = self.pixel_decoder(x)
         mask_features = enc['mask_features']
-        query, anchor_logits, enc_outputs = self._matching_queries(
-            enc, text_embeds, text_valid,
-            self.image_valid_ratios(batch_data_samples, enc['memory'].device))
+
+        def score_fn(feats: Tensor) -> Tensor:
+            return self.text_scores(feats, text_embeds, text_valid)
+
+        def mask_fn(content: Tensor) -> Tensor:
+            return self.predict_heads(self.decoder.norm(content), mask_features, text_embeds,
+                                      text_valid)[1]
+
+        queries = self.query_generator(
+            enc['memory'], enc['spatial_shapes'], score_fn, mask_fn,
+            valid_ratios=self.image_valid_ratios(batch_data_samples, enc['memory'].device))
+        query, anchor_logits = queries.content, queries.anchors
 
         dn = None
         if self.training and self.dn_generator is not None:
-            gt_labels, gt_boxes = self._normalised_gt(batch_data_samples)
+            gt_labels, gt_boxes = normalised_gt(batch_data_samples)
             dn = self.dn_generator(gt_labels, gt_boxes, text_embeds, text_valid,
                                    self.num_queries)
-        num_dn, attn_mask = 0, None
+        num_dn, attn_mask, dn_meta = 0, None, None
         if dn is not None:
-            num_dn = dn['dn_meta']['pad_size']
+            num_dn, dn_meta = dn['dn_meta']['pad_size'], dn['dn_meta']
             query = torch.cat([dn['content'], query], 1)
             anchor_logits = torch.cat([dn['anchors'], anchor_logits], 1)
             attn_mask = dn['attn_mask']
@@ -364,50 +277,106 @@ class QueryMeldHead(BaseModule):
             query, init_boxes, enc['memory'], enc['spatial_shapes'], enc['level_start_index'],
             self._box_heads(), self_attn_mask=attn_mask, num_dn=num_dn,
             num_learnable=self.num_learnable, num_conditional=self.num_conditional)
-        states = [(self.decoder.norm(query), init_boxes)] if self.initial_pred else []
-        states += list(zip(hidden, boxes))
-        if not self.training:
-            states = states[-1:]  # inference needs the last layer only
-        levels = []
-        for state, box in states:
-            logits, masks = self.predict_heads(state, mask_features, text_embeds, text_valid)
-            levels.append((logits, box, masks))
+        # look-forward-once (DINO 3.5 describes both): the decoder refines each layer's box
+        # from the detached box of the layer before; the first reference keeps its gradient
+        references = torch.stack([init_boxes] + [b.detach() for b in boxes])
+        enc_outputs = None
+        if queries.enc_content is not None:
+            enc_outputs = EncoderProposals(self.decoder.norm(queries.enc_content),
+                                           queries.enc_anchors.sigmoid())
+        return QueryMeldHeadOutputs(
+            hidden_states=torch.stack(hidden), references=references,
+            init_states=self.decoder.norm(query), mask_features=mask_features,
+            text_embeds=text_embeds, text_valid=text_valid, enc_outputs=enc_outputs,
+            dn_meta=dn_meta, query_types=self.query_types)
 
-        def pack(sl: slice) -> List[Dict[str, Tensor]]:
-            return [dict(pred_logits=lg[:, sl], pred_boxes=bx[:, sl], pred_masks=mk[:, sl],
-                         text_valid=text_valid) for lg, bx, mk in levels]
+    def forward_predictions(self, outs: QueryMeldHeadOutputs,
+                            last_only: bool = False) -> LayerPredictions:
+        """Class, box and mask predictions per level from :meth:`forward`'s outputs.
 
-        matching = pack(slice(num_dn, None))
-        outputs = dict(matching[-1])
-        outputs.update(aux_outputs=matching[:-1], enc_outputs=enc_outputs, dn_outputs=None,
-                       dn_meta=None, query_types=self.query_types, text_embeds=text_embeds)
-        if dn is not None:
-            dn_preds = pack(slice(0, num_dn))
-            outputs['dn_outputs'] = dict(dn_preds[-1], aux_outputs=dn_preds[:-1])
-            outputs['dn_meta'] = dn['dn_meta']
-        return outputs
+        Args:
+            outs: The head's forward outputs.
+            last_only: Predict the last decoder layer only (inference).
+
+        Returns:
+            tuple: ``(all_layers_cls_scores, all_layers_bbox_preds, all_layers_mask_preds)``,
+            each a tuple over levels (the initial queries first when ``initial_pred`` and not
+            ``last_only``, then the decoder layers) of ``[B, N, K]`` logits, ``[B, N, 4]``
+            normalised cxcywh boxes and ``[B, N, h, w]`` mask logits (N includes the denoising
+            queries).
+        """
+        box_heads = self._box_heads()
+        levels = []  # (state, box) per level
+        if self.initial_pred and not last_only:
+            levels.append((outs.init_states, outs.references[0]))
+        layer_ids = [self.num_layers - 1] if last_only else range(self.num_layers)
+        for lid in layer_ids:
+            state = outs.hidden_states[lid]
+            delta = box_heads[lid](state)
+            levels.append((state, (delta + inverse_sigmoid(outs.references[lid],
+                                                           eps=1e-3)).sigmoid()))
+        cls_scores, bbox_preds, mask_preds = [], [], []
+        for state, box in levels:
+            logits, masks = self.predict_heads(state, outs.mask_features, outs.text_embeds,
+                                               outs.text_valid)
+            cls_scores.append(logits)
+            bbox_preds.append(box)
+            mask_preds.append(masks)
+        return tuple(cls_scores), tuple(bbox_preds), tuple(mask_preds)
+
+    def encoder_predictions(
+            self, outs: QueryMeldHeadOutputs) -> Optional[Tuple[Tensor, Tensor, Tensor]]:
+        """The encoder proposals' logits ``[B, Nc, K]``, boxes ``[B, Nc, 4]`` (normalised
+        cxcywh) and mask logits ``[B, Nc, h, w]``; None without conditional queries."""
+        if outs.enc_outputs is None:
+            return None
+        logits, masks = self.predict_heads(outs.enc_outputs.states, outs.mask_features,
+                                           outs.text_embeds, outs.text_valid)
+        return logits, outs.enc_outputs.boxes, masks
 
     # ------------------------------------------------------------------ loss
     def loss(self, x: Sequence[Tensor], batch_data_samples: SampleList) -> Dict[str, Tensor]:
-        """Forward and compute the criterion's losses.
+        """Forward and compute the criterion's losses (``forward`` -> ``loss_by_feat``).
 
         Returns:
             dict[str, Tensor]: the criterion's loss terms (keys containing ``loss``).
         """
         if self.criterion is None:
             raise RuntimeError('QueryMeldHead.loss: the head was built without a criterion')
-        outputs = self(x, batch_data_samples)
-        batch_gt_instances, batch_img_metas = [], []
-        for i, sample in enumerate(batch_data_samples):
-            gt = sample.gt_instances
-            if 'mask_valid' not in gt:
-                raise ValueError(f'QueryMeldHead.loss: data sample {i}: gt_instances.mask_valid '
-                                 'is missing (see docs/data_contract.md; PackQueryMeldInputs '
-                                 'sets it)')
-            batch_gt_instances.append(gt)
-            batch_img_metas.append(sample.metainfo)
-        losses = self.criterion(outputs, batch_gt_instances, batch_img_metas)
-        if outputs['dn_outputs'] is None and self.dn_generator is not None:
+        batch_gt_instances, batch_img_metas = unpack_gt_instances(batch_data_samples)
+        outs = self(x, batch_data_samples)
+        enc_preds = self.encoder_predictions(outs)  # first, as the encoder's graph was built
+        return self.loss_by_feat(*self.forward_predictions(outs), enc_preds, outs.text_valid,
+                                 batch_gt_instances, batch_img_metas, outs.dn_meta)
+
+    def loss_by_feat(self, all_layers_cls_scores: Sequence[Tensor],
+                     all_layers_bbox_preds: Sequence[Tensor],
+                     all_layers_mask_preds: Sequence[Tensor],
+                     enc_preds: Optional[Tuple[Tensor, Tensor, Tensor]], text_valid: Tensor,
+                     batch_gt_instances: InstanceList, batch_img_metas: List[dict],
+                     dn_meta: Optional[dict] = None) -> Dict[str, Tensor]:
+        """Losses of every level, the encoder proposals and the denoising queries.
+
+        Args:
+            all_layers_cls_scores: Per level ``[B, N, K]`` (see :meth:`forward_predictions`).
+            all_layers_bbox_preds: Per level ``[B, N, 4]`` normalised cxcywh.
+            all_layers_mask_preds: Per level ``[B, N, h, w]``.
+            enc_preds: The encoder proposals' predictions (:meth:`encoder_predictions`), or
+                None.
+            text_valid: ``[B, K]`` bool.
+            batch_gt_instances: Per image ``labels``, ``bboxes``, ``masks``, ``mask_valid``.
+            batch_img_metas: Per image meta with ``batch_input_shape``.
+            dn_meta: Denoising metadata (the first ``dn_meta['pad_size']`` queries of every
+                level are denoising queries), or None.
+
+        Returns:
+            dict[str, Tensor]: the criterion's terms: final layer unprefixed, earlier levels
+            ``d{i}.``, encoder proposals ``enc.``, denoising ``dn.`` / ``dn.d{i}.``.
+        """
+        losses = self.criterion.loss_by_levels(
+            all_layers_cls_scores, all_layers_bbox_preds, all_layers_mask_preds, enc_preds,
+            text_valid, batch_gt_instances, batch_img_metas, dn_meta, self.query_types)
+        if dn_meta is None and self.dn_generator is not None:
             # keep the denoising label projection in the graph (DDP without unused parameters)
             key = next(k for k in losses if 'loss' in k)
             zero = sum(p.sum() for p in self.dn_generator.parameters()) * 0.0
@@ -417,7 +386,7 @@ class QueryMeldHead(BaseModule):
     # ------------------------------------------------------------------ predict
     def predict(self, x: Sequence[Tensor], batch_data_samples: SampleList,
                 rescale: bool = True) -> List[Dict[str, object]]:
-        """Predict and post-process per task (docs/data_contract.md, "Predictions").
+        """Predict and post-process per task (``forward`` -> ``predict_by_feat``).
 
         Args:
             x: Multi-scale features.
@@ -426,64 +395,30 @@ class QueryMeldHead(BaseModule):
             rescale: Return results at ``ori_shape`` (else at ``img_shape``).
 
         Returns:
-            list[dict]: per image the data-sample fields to set (``pred_sem_seg``,
-            ``pred_instances``, ``pred_panoptic_seg``), as returned by the post-processing
-            functions of :mod:`mmquerymeld.models.heads.postprocessing`.
+            list[dict]: per image the data-sample fields to set (docs/data_contract.md).
         """
-        outputs = self(x, batch_data_samples)
-        results = []
-        for b, sample in enumerate(batch_data_samples):
-            results.append(self.predict_single(outputs['pred_logits'][b],
-                                               outputs['pred_masks'][b],
-                                               outputs['pred_boxes'][b], sample.metainfo,
-                                               rescale))
-        return results
+        batch_img_metas = [sample.metainfo for sample in batch_data_samples]
+        outs = self(x, batch_data_samples)
+        return self.predict_by_feat(*self.forward_predictions(outs, last_only=True),
+                                    batch_img_metas, rescale=rescale, num_dn=outs.num_dn)
 
-    def to_image_frame(self, mask_logits: Tensor, boxes: Tensor, meta: dict,
-                       rescale: bool = True) -> Tuple[Tensor, Tensor]:
-        """Bring 1/4-resolution masks and normalised boxes to the output frame.
+    def predict_by_feat(self, all_layers_cls_scores: Sequence[Tensor],
+                        all_layers_bbox_preds: Sequence[Tensor],
+                        all_layers_mask_preds: Sequence[Tensor], batch_img_metas: List[dict],
+                        rescale: bool = True, num_dn: int = 0) -> List[Dict[str, object]]:
+        """Post-process the last level's predictions per image and task.
 
         Args:
-            mask_logits: ``[Q, h, w]`` on the padded frame at 1/4 resolution.
-            boxes: ``[Q, 4]`` normalised cxcywh of the padded frame.
-            meta: Image meta (``batch_input_shape``, ``img_shape``, ``ori_shape``,
-                ``scale_factor``).
-            rescale: Target ``ori_shape`` (True) or ``img_shape``.
+            all_layers_cls_scores / all_layers_bbox_preds / all_layers_mask_preds: Per level
+                ``[B, N, K]``, ``[B, N, 4]`` and ``[B, N, h, w]``; only the last is used.
+            batch_img_metas: Per image meta (``texts``, ``task``, frame keys).
+            rescale: Results at ``ori_shape`` (True) or ``img_shape``.
+            num_dn: Denoising queries in front of the matching queries (dropped).
 
         Returns:
-            tuple: mask logits ``[Q, H, W]`` and xyxy pixel boxes ``[Q, 4]`` of the target frame.
+            list[dict]: per image, the data-sample fields of its task.
         """
-        pad_h, pad_w = meta['batch_input_shape'][:2]
-        img_h, img_w = meta['img_shape'][:2]
-        masks = F.interpolate(mask_logits[None], size=(pad_h, pad_w), mode='bilinear',
-                              align_corners=False)[0, :, :img_h, :img_w]
-        boxes = bbox_cxcywh_to_xyxy(boxes) * boxes.new_tensor([pad_w, pad_h, pad_w, pad_h])
-        out_h, out_w = img_h, img_w
-        if rescale:
-            out_h, out_w = meta['ori_shape'][:2]
-            masks = F.interpolate(masks[None], size=(out_h, out_w), mode='bilinear',
-                                  align_corners=False)[0]
-            sf = meta.get('scale_factor', (1.0, 1.0))
-            boxes = boxes / boxes.new_tensor([sf[0], sf[1], sf[0], sf[1]])
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, out_w)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, out_h)
-        return masks, boxes
-
-    def predict_single(self, logits: Tensor, mask_logits: Tensor, boxes: Tensor, meta: dict,
-                       rescale: bool = True) -> Dict[str, object]:
-        """Post-process one image's final-layer predictions for its task.
-
-        Args:
-            logits: ``[Q, Kmax]`` class logits (columns beyond the image's texts are padding).
-            mask_logits: ``[Q, h, w]``. boxes: ``[Q, 4]`` normalised cxcywh. meta: image meta.
-            rescale: See :meth:`predict`.
-
-        Returns:
-            dict: data-sample fields for the task.
-        """
-        texts = list(meta['texts'])
-        task = meta['task']
-        masks, boxes_xyxy = self.to_image_frame(mask_logits, boxes, meta, rescale)
-        return postprocess_by_task(task, logits[:, :len(texts)], masks, boxes_xyxy,
-                                   self.query_types, thing_flags=meta.get('thing_flags', None),
-                                   **dict(self.test_cfg.get(task, {})))
+        return self.post_processor.predict(
+            all_layers_cls_scores[-1][:, num_dn:], all_layers_mask_preds[-1][:, num_dn:],
+            all_layers_bbox_preds[-1][:, num_dn:], batch_img_metas, self.query_types,
+            rescale=rescale)

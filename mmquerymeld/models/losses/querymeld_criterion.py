@@ -11,7 +11,7 @@ The parts live beside this file: matching (:mod:`.matching`), point-sampled mask
 prepares the targets, runs them over every level and computes the class and box terms.
 """
 import copy
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmdet.registry import MODELS
@@ -285,6 +285,49 @@ class QueryMeldCriterion(DenoisingLossMixin, BaseModule):
         if dn_outputs is not None and dn_meta is not None:
             losses.update(self._dn_losses(dn_outputs, dn_meta, targets, text_valid))
         return losses
+
+    def loss_by_levels(self, all_layers_cls_scores: Sequence[Tensor],
+                       all_layers_bbox_preds: Sequence[Tensor],
+                       all_layers_mask_preds: Sequence[Tensor],
+                       enc_preds: Optional[Tuple[Tensor, Tensor, Tensor]], text_valid: Tensor,
+                       batch_gt_instances: List[InstanceData], batch_img_metas: List[dict],
+                       dn_meta: Optional[dict] = None,
+                       query_types: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """The losses of per-level predictions (the head's ``loss_by_feat`` contract).
+
+        Args:
+            all_layers_cls_scores: Per level ``[B, N, K]`` logits, the final layer last.
+            all_layers_bbox_preds: Per level ``[B, N, 4]`` normalised cxcywh boxes.
+            all_layers_mask_preds: Per level ``[B, N, h, w]`` mask logits.
+            enc_preds: The encoder proposals' ``(logits [B, Nc, K], boxes [B, Nc, 4],
+                masks [B, Nc, h, w])``, or None.
+            text_valid: ``[B, K]`` bool.
+            batch_gt_instances / batch_img_metas: As in :meth:`forward`.
+            dn_meta: With ``pad_size``: the first ``pad_size`` of the N queries of every level
+                are denoising queries (see :meth:`forward`); None without denoising.
+            query_types: ``[Q]`` type of each matching query, or None.
+
+        Returns:
+            dict[str, Tensor]: As :meth:`forward`.
+        """
+        num_dn = int(dn_meta['pad_size']) if dn_meta is not None else 0
+        levels = list(zip(all_layers_cls_scores, all_layers_bbox_preds, all_layers_mask_preds))
+
+        def pack(sl: slice) -> List[Dict[str, Tensor]]:
+            return [dict(pred_logits=lg[:, sl], pred_boxes=bx[:, sl], pred_masks=mk[:, sl],
+                         text_valid=text_valid) for lg, bx, mk in levels]
+
+        matching = pack(slice(num_dn, None))
+        outputs = dict(matching[-1], aux_outputs=matching[:-1], enc_outputs=None,
+                       dn_outputs=None, dn_meta=None, query_types=query_types)
+        if enc_preds is not None:
+            outputs['enc_outputs'] = dict(zip(('pred_logits', 'pred_boxes', 'pred_masks'),
+                                              enc_preds), text_valid=text_valid)
+        if dn_meta is not None:
+            dn_levels = pack(slice(0, num_dn))
+            outputs.update(dn_outputs=dict(dn_levels[-1], aux_outputs=dn_levels[:-1]),
+                           dn_meta=dn_meta)
+        return self(outputs, batch_gt_instances, batch_img_metas)
 
     # ------------------------------------------------------------------ helpers
 

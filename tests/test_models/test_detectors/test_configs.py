@@ -47,8 +47,8 @@ def test_strategy_models_build(name):
     nl, nc = STRATEGIES[name]
     head = model.head
     assert head.num_queries == 400 and head.query_types.tolist() == [0] * nl + [1] * nc
-    assert hasattr(head, 'query_selector') == (nc > 0)
-    assert hasattr(head, 'learnable_content') == (nl > 0)
+    assert hasattr(head.query_generator, 'query_selector') == (nc > 0)
+    assert hasattr(head.query_generator, 'learnable_content') == (nl > 0)
     modes = {layer.dual_attn.mode for layer in head.decoder.layers}
     assert modes == ({'bidirectional'} if name == 'meld' else {'none'})
 

@@ -44,15 +44,15 @@ def test_overfit_one_image(tiny_model, make_batch):
     with torch.no_grad():
         out = model._forward(data['inputs'], data['data_samples'])
     gt = sample.gt_instances
-    q_idx, g_idx = model.head.criterion.match(out['pred_logits'][0], out['pred_boxes'][0],
-                                              out['pred_masks'][0], gt, sample.metainfo)
+    logits, boxes, masks = (p[-1] for p in model.head.forward_predictions(out, last_only=True))
+    q_idx, g_idx = model.head.criterion.match(logits[0], boxes[0], masks[0], gt, sample.metainfo)
     h, w = sample.metainfo['batch_input_shape']
-    masks = F.interpolate(out['pred_masks'][0][q_idx][None], size=(h, w), mode='bilinear',
+    masks = F.interpolate(masks[0][q_idx][None], size=(h, w), mode='bilinear',
                           align_corners=False)[0].sigmoid() > 0.5
     gt_masks = gt.masks.to_ndarray().astype(bool)
     ious = {sample.metainfo['texts'][int(gt.labels[g])]: _mask_iou(m.numpy(), gt_masks[g])
             for m, g in zip(masks, g_idx.tolist())}
-    qtypes = {sample.metainfo['texts'][int(gt.labels[g])]: int(out['query_types'][q])
+    qtypes = {sample.metainfo['texts'][int(gt.labels[g])]: int(out.query_types[q])
               for q, g in zip(q_idx.tolist(), g_idx.tolist())}
     print(f'\n[overfit] {ITERS} iterations in {elapsed:.1f}s; total loss {first:.3f} -> '
           f'{last:.3f} (ratio {last / first:.3f}); mask IoU {ious}; query types {qtypes}')

@@ -76,7 +76,8 @@ def test_loss_and_tensor_modes(model, make_batch):
                     'dn.loss_mask', 'dn.d0.loss_bbox'):
             assert key in losses, key
         out = model(**data, mode='tensor')
-        assert out['pred_masks'].shape[:2] == (2, 30)
+        masks = model.head.forward_predictions(out, last_only=True)[2][-1]
+        assert masks[:, out.num_dn:].shape[:2] == (2, 30)
     finally:
         model.eval()
 
