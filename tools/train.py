@@ -2,13 +2,14 @@
 
 Example:
     python tools/train.py configs/demo/querymeld_tiny_synthetic.py --work-dir work_dirs/demo
-    bash tools/dist_train.sh configs/querymeld/querymeld_r50_meld.py 8
+    bash tools/dist_train.sh configs/querymeld/querymeld_r50_meld.py 8 --amp
 """
 import argparse
 import logging
 import os
 import os.path as osp
 
+import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
@@ -20,7 +21,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and checkpoints')
     parser.add_argument('--amp', action='store_true', default=False,
-                        help='enable automatic-mixed-precision training')
+                        help='mixed-precision training: fp16 autocast with a dynamic loss scale on '
+                        'CUDA, bf16 autocast on CPU')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by the actual batch size')
     parser.add_argument(
@@ -41,20 +43,48 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+AMP_WRAPPERS = ('AmpOptimWrapper', 'AutocastOptimWrapper')
+
+
+def enable_amp(cfg: Config) -> Config:
+    """Switch the optimizer wrapper to mixed precision for the machine this runs on.
+
+    With CUDA: mmengine's ``AmpOptimWrapper`` (fp16 autocast, dynamic loss scale). Without (CPU):
+    mmquerymeld's ``AutocastOptimWrapper`` (bf16 autocast, no loss scale needed), since
+    ``AmpOptimWrapper`` refuses to build without a GPU.
+
+    Args:
+        cfg: The full config, modified in place.
+
+    Returns:
+        The same config.
+
+    Raises:
+        ValueError: If the config's wrapper is neither ``OptimWrapper`` nor a mixed-precision one.
+    """
+    opt_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if opt_type in AMP_WRAPPERS:
+        print_log(f'AMP training is already enabled in the config ({opt_type}).',
+                  logger='current', level=logging.WARNING)
+        return cfg
+    if opt_type != 'OptimWrapper':
+        raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper, got {opt_type}')
+    if torch.cuda.is_available():
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    else:
+        cfg.optim_wrapper.type = 'AutocastOptimWrapper'
+        cfg.optim_wrapper.device_type = 'cpu'
+        cfg.optim_wrapper.dtype = 'bfloat16'
+    return cfg
+
+
 def build_cfg(args: argparse.Namespace) -> Config:
     """Load the config and apply the command-line overrides."""
     from mmquerymeld.utils.runtime import load_cfg
     cfg = load_cfg(args.config, args.launcher, args.cfg_options, args.work_dir)
     if args.amp:
-        opt_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if opt_type == 'AmpOptimWrapper':
-            print_log('AMP training is already enabled in the config.', logger='current',
-                      level=logging.WARNING)
-        else:
-            if opt_type != 'OptimWrapper':
-                raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper, got {opt_type}')
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.loss_scale = 'dynamic'
+        enable_amp(cfg)
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise KeyError(f'{args.config}: --auto-scale-lr needs '

@@ -95,9 +95,11 @@ class OpenVocabDenoisingGenerator(BaseModule):
         groups = max(1, self.num_dn_queries // max_t)
         pad = groups * max_t
         bsz = text_embeds.shape[0]
-        device, dtype = text_embeds.device, text_embeds.dtype
-        content = text_embeds.new_zeros(bsz, pad, self.embed_dims)
-        anchors = text_embeds.new_zeros(bsz, pad, 4)
+        device = text_embeds.device
+        # buffers take the dtype of what is written into them: the projection runs in bf16/fp16
+        # under autocast, the noised boxes stay in the ground truth's (fp32) precision
+        content: Optional[Tensor] = None
+        anchors: Optional[Tensor] = None
         pos_idx, gt_idx = [], []
         # per-image loop: vocabularies differ per image; all objects of an image are batched.
         for b, (labels, boxes) in enumerate(zip(gt_labels, gt_boxes)):
@@ -114,13 +116,18 @@ class OpenVocabDenoisingGenerator(BaseModule):
             if self.label_noise_ratio > 0 and num_texts > 0:
                 flip = torch.rand(labels.shape, device=device) < self.label_noise_ratio
                 labels = torch.where(flip, torch.randint_like(labels, 0, num_texts), labels)
-            boxes = boxes.to(device=device, dtype=dtype).repeat(groups, 1)
+            boxes = boxes.to(device=device).float().repeat(groups, 1)
             if self.box_noise_scale > 0:
                 diff = torch.cat([boxes[:, 2:] / 2, boxes[:, 2:]], -1)
                 noise = (torch.rand_like(boxes) * 2 - 1) * diff * self.box_noise_scale
                 boxes = (boxes + noise).clamp(0.0, 1.0)
-            content[b, slots] = self.label_proj(text_embeds[b, labels])
-            anchors[b, slots] = inverse_sigmoid(boxes, eps=1e-3)
+            proj = self.label_proj(text_embeds[b, labels])
+            box_logits = inverse_sigmoid(boxes, eps=1e-3)
+            if content is None:
+                content = proj.new_zeros(bsz, pad, self.embed_dims)
+                anchors = box_logits.new_zeros(bsz, pad, 4)
+            content[b, slots] = proj
+            anchors[b, slots] = box_logits
         attn_mask = build_dn_attn_mask(groups, max_t, num_matching, self.dn_see_matching, device)
         # dn_query_idx: the name QueryMeldCriterion reads (same tensors as dn_positive_idx)
         dn_meta = dict(num_dn_groups=groups, pad_size=pad, dn_positive_idx=pos_idx,

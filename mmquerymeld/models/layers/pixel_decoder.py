@@ -7,6 +7,8 @@ from mmdet.registry import MODELS
 from mmengine.config import ConfigDict
 from torch import Tensor
 
+from .fp32_deform_attn import build_fp32_deform_attn
+
 
 @MODELS.register_module()
 class QueryMeldPixelDecoder(MSDeformAttnPixelDecoder):
@@ -18,6 +20,9 @@ class QueryMeldPixelDecoder(MSDeformAttnPixelDecoder):
     The computation is mmdet's :class:`MSDeformAttnPixelDecoder`; this subclass only returns,
     besides its two outputs, the flattened memory with its spatial shapes, which the two-stage
     conditional query selection and the decoder's deformable cross-attention need.
+
+    The encoder's deformable attention is :class:`Fp32MultiScaleDeformableAttention` (fp32 inside
+    autocast; same parameters as mmcv's).
 
     Padding masks are not used (as in mmdet's Mask2Former and in Mask DINO when the padded size is a
     multiple of 32): the whole padded frame is the coordinate frame of boxes and masks.
@@ -31,6 +36,9 @@ class QueryMeldPixelDecoder(MSDeformAttnPixelDecoder):
             # mmdet reads encoder.layer_cfg... by attribute: accept plain dicts too
             kwargs['encoder'] = ConfigDict(kwargs['encoder'])
         super().__init__(*args, **kwargs)
+        # deformable attention in fp32 under autocast (mmdet's encoder layer hard-codes mmcv's)
+        for layer in self.encoder.layers:
+            layer.self_attn = build_fp32_deform_attn(layer.self_attn_cfg)
         if self.num_outs > self.num_encoder_levels:
             raise ValueError(
                 f'QueryMeldPixelDecoder: num_outs ({self.num_outs}) must be <= the number of '

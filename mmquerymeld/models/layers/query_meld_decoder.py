@@ -11,6 +11,8 @@ from mmdet.registry import MODELS
 from mmengine.model import BaseModule, ModuleList
 from torch import Tensor, nn
 
+from .fp32_deform_attn import build_fp32_deform_attn
+
 DUAL_ATTN_MODES = ('bidirectional', 'learnable_to_conditional', 'conditional_to_learnable', 'none')
 
 
@@ -124,6 +126,7 @@ class QueryMeldDecoderLayer(DeformableDetrTransformerDecoderLayer):
     def _init_layers(self) -> None:
         """Build mmdet's self-attn / deformable cross-attn / FFN / norms plus the dual attention."""
         super()._init_layers()
+        self.cross_attn = build_fp32_deform_attn(self.cross_attn_cfg)  # fp32 under autocast
         cfg = dict(self.dual_attn_cfg)
         cfg.setdefault('embed_dims', self.embed_dims)
         cfg.setdefault('num_heads', self.self_attn.num_heads)
