@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from ..layers.denoising import OpenVocabDenoisingGenerator
 from ..layers.query_meld_decoder import QueryMeldDecoder
-from ..text import legacy_text_keys_hook, split_legacy_text_cfg
+from ..text import split_legacy_text_cfg
+from .legacy import legacy_head_keys_hook
 from .outputs import EncoderProposals, LayerPredictions, QueryMeldHeadOutputs
 from .query_generator import MeldQueryGenerator
 from .sample_utils import (check_sample, image_valid_ratios, normalised_gt,
@@ -121,8 +122,8 @@ class QueryMeldHead(BaseModule):
         text_classifier.setdefault('query_dims', embed_dims)
         text_classifier.setdefault('text_dims', text_dims)
         self.text_classifier = MODELS.build(text_classifier)
-        # checkpoints of the former OpenCLIPTextClassifier load as is
-        self.register_load_state_dict_pre_hook(legacy_text_keys_hook)
+        # checkpoints of the first layout (text side and queries) load as is
+        self.register_load_state_dict_pre_hook(legacy_head_keys_hook)
 
         decoder = copy.deepcopy(dict(decoder))
         decoder.pop('type', None)
