@@ -36,9 +36,12 @@ class QueryMeldHeadOutputs(NamedTuple):
             ``references[0]`` are the initial anchors, ``references[l + 1]`` the boxes refined
             by layer ``l``. As in mmdet's DINO, the box of layer ``l`` is predicted from
             ``hidden_states[l]`` and ``references[l]``
-            (``sigmoid(box_head_l(h_l) + inverse_sigmoid(references[l]))``), so the gradient a
-            layer's box loss sends into the previous layer is decided by the decoder loop:
-            look-forward-once detaches ``references[1:]``, look-forward-twice keeps them.
+            (``sigmoid(box_head_l(h_l) + inverse_sigmoid(references[l]))``). Look-forward-twice
+            (DINO 3.5, mmdet's ``DinoTransformerDecoder``): ``references[1:]`` are undetached,
+            so layer ``l``'s box loss also trains layer ``l - 1``'s refinement; the decoder
+            feeds detached copies to the next layer's attention. ``references[0]`` carries the
+            query generator's gradient (the learnable anchors'; conditional anchors are
+            detached).
         init_states: ``[B, N, C]`` the initial queries after the decoder's LayerNorm (the
             initial prediction of Mask DINO's ``initial_pred``).
         mask_features: ``[B, C, h, w]`` per-pixel embeddings at 1/4 of the padded frame.

@@ -274,19 +274,21 @@ class QueryMeldHead(BaseModule):
             attn_mask = dn['attn_mask']
         init_boxes = anchor_logits.sigmoid()
 
-        hidden, boxes = self.decoder(
-            query, init_boxes, enc['memory'], enc['spatial_shapes'], enc['level_start_index'],
-            self._box_heads(), self_attn_mask=attn_mask, num_dn=num_dn,
-            num_learnable=self.num_learnable, num_conditional=self.num_conditional)
-        # look-forward-once (DINO 3.5 describes both): the decoder refines each layer's box
-        # from the detached box of the layer before; the first reference keeps its gradient
-        references = torch.stack([init_boxes] + [b.detach() for b in boxes])
+        # look-forward-twice (DINO 3.5): references[1:] stay undetached, so layer l's box
+        # (forward_predictions: on top of references[l]) also trains layer l-1's refinement;
+        # the decoder feeds detached copies to the next layer's attention
+        hidden_states, references = self.decoder(
+            query, value=enc['memory'], key_padding_mask=None, self_attn_mask=attn_mask,
+            reference_points=init_boxes, spatial_shapes=enc['spatial_shapes'],
+            level_start_index=enc['level_start_index'], valid_ratios=None,
+            reg_branches=self._box_heads(), num_dn=num_dn, num_learnable=self.num_learnable,
+            num_conditional=self.num_conditional)
         enc_outputs = None
         if queries.enc_content is not None:
             enc_outputs = EncoderProposals(self.decoder.norm(queries.enc_content),
                                            queries.enc_anchors.sigmoid())
         return QueryMeldHeadOutputs(
-            hidden_states=torch.stack(hidden), references=references,
+            hidden_states=hidden_states, references=references,
             init_states=self.decoder.norm(query), mask_features=mask_features,
             text_embeds=text_embeds, text_valid=text_valid, enc_outputs=enc_outputs,
             dn_meta=dn_meta, query_types=self.query_types)

@@ -1,11 +1,12 @@
 """Query meld decoder: self-attn, dual-query cross-attn, deformable cross-attn, FFN (paper 3.2)."""
 import copy
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 from mmcv.cnn.bricks.transformer import MultiheadAttention
 from mmdet.models.layers.transformer.deformable_detr_layers import \
     DeformableDetrTransformerDecoderLayer
+from mmdet.models.layers.transformer.dino_layers import DinoTransformerDecoder
 from mmdet.models.layers.transformer.utils import MLP, coordinate_to_encoding, inverse_sigmoid
 from mmdet.registry import MODELS
 from mmengine.model import BaseModule, ModuleList
@@ -167,28 +168,56 @@ class QueryMeldDecoderLayer(DeformableDetrTransformerDecoderLayer):
 
 
 @MODELS.register_module()
-class QueryMeldDecoder(BaseModule):
-    """Stack of :class:`QueryMeldDecoderLayer` with iterative box refinement (DINO / Mask DINO).
+class QueryMeldDecoder(DinoTransformerDecoder):
+    """mmdet's DINO decoder with :class:`QueryMeldDecoderLayer` layers (DINO / Mask DINO).
 
-    Before each layer the current anchors (normalised cxcywh) give the positional queries through a
-    sine embedding and an MLP (DAB-DETR); after each layer the normalised output refines the
-    anchors:
-    ``box = sigmoid(box_head_l(h) + inverse_sigmoid(anchor))``, detached before the next layer.
+    Constructor, attributes (``layers``, ``ref_point_head``, ``norm``) and the ``forward``
+    contract are those of mmdet's :class:`DinoTransformerDecoder`: before each layer the current
+    reference box (normalised cxcywh) gives the positional queries through a sine embedding and
+    the ``ref_point_head`` MLP (DAB-DETR); after it, the layer's ``reg_branches`` delta refines
+    the box, ``sigmoid(delta + inverse_sigmoid(reference))``. Look-forward-twice (DINO 3.5):
+    the refined box is returned *undetached* as the next layer's reference, so the box loss of
+    layer ``l + 1`` (predicted on top of it) also trains layer ``l``'s refinement, while the
+    copy fed into the next layer's attention and positional queries is detached.
+
+    ``forward`` differs from mmdet's loop in three ways (why it is overridden):
+
+    - the sine embedding has ``embed_dims // 2`` features per coordinate (mmdet hard-codes 128,
+      i.e. ``embed_dims=256``; the tiny model has 64);
+    - the deltas are predicted from the *normalised* layer output, the same state the head's
+      ``forward_predictions`` predicts from (mmdet refines from the un-normalised one, so its
+      next reference and its layer prediction differ);
+    - ``valid_ratios`` may be None: references already in the padded frame (QueryMeldNet's
+      convention) are used as they are.
 
     Args:
         num_layers: Number of layers.
         layer_cfg: kwargs of :class:`QueryMeldDecoderLayer`.
+        post_norm_cfg: Must be None (the decoder's ``norm`` normalises every layer's output).
+        return_intermediate: Must be True (every layer is supervised).
     """
 
     def __init__(self, num_layers: int = 9, layer_cfg: Optional[dict] = None,
+                 post_norm_cfg: Optional[dict] = None, return_intermediate: bool = True,
                  init_cfg=None) -> None:
-        super().__init__(init_cfg=init_cfg)
         if num_layers < 1:
             raise ValueError(f'QueryMeldDecoder: num_layers must be >= 1, got {num_layers}')
-        layer_cfg = layer_cfg or {}
-        self.layers = ModuleList(
-            [QueryMeldDecoderLayer(**copy.deepcopy(layer_cfg)) for _ in range(num_layers)])
-        self.num_layers = num_layers
+        if not return_intermediate:
+            raise ValueError('QueryMeldDecoder: return_intermediate must be True (every layer '
+                             'is supervised)')
+        super().__init__(num_layers=num_layers, layer_cfg=dict(layer_cfg or {}),
+                         post_norm_cfg=post_norm_cfg, return_intermediate=True,
+                         init_cfg=init_cfg)
+
+    def _init_layers(self) -> None:
+        """Our layers; then DINO's ``ref_point_head`` and ``norm`` (same order, same keys)."""
+        if self.post_norm_cfg is not None:
+            raise ValueError('QueryMeldDecoder: post_norm_cfg must be None (the decoder\'s '
+                             '`norm` already normalises every layer output)')
+        self.layers = ModuleList([
+            QueryMeldDecoderLayer(**copy.deepcopy(self.layer_cfg))
+            for _ in range(self.num_layers)
+        ])
         self.embed_dims = self.layers[0].embed_dims
         self.num_levels = self.layers[0].cross_attn.num_levels
         self.ref_point_head = MLP(self.embed_dims * 2, self.embed_dims, self.embed_dims, 2)
@@ -203,48 +232,54 @@ class QueryMeldDecoder(BaseModule):
                     nn.init.xavier_uniform_(p)
             layer.cross_attn.init_weights()
 
-    def forward(self, query: Tensor, anchors: Tensor, value: Tensor, spatial_shapes: Tensor,
-                level_start_index: Tensor, box_heads: Sequence[nn.Module],
-                self_attn_mask: Optional[Tensor] = None, num_dn: int = 0,
-                num_learnable: int = 0, num_conditional: int = 0,
-                key_padding_mask: Optional[Tensor] = None) -> Tuple[List[Tensor], List[Tensor]]:
-        """Decode.
+    def forward(self, query: Tensor, value: Tensor, key_padding_mask: Optional[Tensor],
+                self_attn_mask: Optional[Tensor], reference_points: Tensor,
+                spatial_shapes: Tensor, level_start_index: Tensor,
+                valid_ratios: Optional[Tensor], reg_branches: Sequence[Callable[[Tensor], Tensor]],
+                **kwargs) -> Tuple[Tensor, Tensor]:
+        """Decode with look-forward-twice box refinement.
 
         Args:
             query: ``[B, N, C]`` initial content queries.
-            anchors: ``[B, N, 4]`` initial normalised cxcywh anchors (sigmoid applied; gradients
-                flow into them, e.g. into the learnable anchors).
-            value: ``[B, S, C]`` memory. spatial_shapes: ``[L, 2]``. level_start_index: ``[L]``.
-            box_heads: One box-delta module per layer (may be the same module).
-            self_attn_mask, num_dn, num_learnable, num_conditional, key_padding_mask: see
-                :meth:`QueryMeldDecoderLayer.forward`.
+            value: ``[B, S, C]`` encoder memory.
+            key_padding_mask: ``[B, S]`` bool or None.
+            self_attn_mask: ``[N, N]`` bool (True = blocked) or None.
+            reference_points: ``[B, N, 4]`` initial normalised cxcywh anchors (sigmoid applied;
+                gradients flow into them, e.g. into the learnable anchors).
+            spatial_shapes: ``[L, 2]``. level_start_index: ``[L]``.
+            valid_ratios: ``[B, L, 2]`` or None (references already in the padded frame).
+            reg_branches: One box-delta module per layer (may be the same module), ``[B, N, C]
+                -> [B, N, 4]`` on the normalised layer output.
+            **kwargs: Passed to every layer (``num_dn``, ``num_learnable``,
+                ``num_conditional`` of :meth:`QueryMeldDecoderLayer.forward`).
 
         Returns:
-            tuple: ``hidden`` list of ``num_layers`` normalised states ``[B, N, C]``, and ``boxes``
-            list of ``num_layers`` refined boxes ``[B, N, 4]`` (normalised cxcywh).
+            tuple: ``hidden_states`` ``[num_layers, B, N, C]`` (normalised layer outputs) and
+            ``references`` ``[num_layers + 1, B, N, 4]``: the initial anchors, then each layer's
+            refined box, undetached (look-forward-twice).
         """
-        if len(box_heads) != self.num_layers:
-            raise ValueError(f'QueryMeldDecoder: {len(box_heads)} box heads for '
-                             f'{self.num_layers} layers')
+        if len(reg_branches) != self.num_layers:
+            raise ValueError(f'QueryMeldDecoder: {len(reg_branches)} box heads (reg_branches) '
+                             f'for {self.num_layers} layers')
         if spatial_shapes.shape[0] != self.num_levels:
             raise ValueError(f'QueryMeldDecoder: memory has {spatial_shapes.shape[0]} levels but '
                              f'the deformable attention expects {self.num_levels}')
-        hidden, boxes = [], []
-        reference = anchors
-        for layer, box_head in zip(self.layers, box_heads):
-            ref_input = reference[:, :, None].expand(-1, -1, self.num_levels, -1)
+        hidden, references = [], [reference_points]
+        reference = reference_points
+        for layer, reg_branch in zip(self.layers, reg_branches):
+            if valid_ratios is None:
+                ref_input = reference[:, :, None].expand(-1, -1, self.num_levels, -1)
+            else:
+                ref_input = reference[:, :, None] * valid_ratios.repeat(1, 1, 2)[:, None]
             query_pos = self.ref_point_head(
-                coordinate_to_encoding(reference, num_feats=self.embed_dims // 2))
+                coordinate_to_encoding(ref_input[:, :, 0], num_feats=self.embed_dims // 2))
             query = layer(query, query_pos=query_pos, value=value, reference_points=ref_input,
                           spatial_shapes=spatial_shapes, level_start_index=level_start_index,
-                          self_attn_mask=self_attn_mask, num_dn=num_dn,
-                          num_learnable=num_learnable, num_conditional=num_conditional,
-                          key_padding_mask=key_padding_mask)
+                          self_attn_mask=self_attn_mask, key_padding_mask=key_padding_mask,
+                          valid_ratios=valid_ratios, **kwargs)
             normed = self.norm(query)
-            new_box = (box_head(normed) + inverse_sigmoid(reference, eps=1e-3)).sigmoid()
+            refined = (reg_branch(normed) + inverse_sigmoid(reference, eps=1e-3)).sigmoid()
             hidden.append(normed)
-            boxes.append(new_box)
-            reference = new_box.detach()
-        return hidden, boxes
-
-
+            references.append(refined)  # undetached: layer l+1's box builds on it (DINO 3.5)
+            reference = refined.detach()  # the next layer attends around a detached box
+        return torch.stack(hidden), torch.stack(references)

@@ -4,7 +4,7 @@ import torch
 
 from mmquerymeld.models.layers import (DualQueryCrossAttention, QueryMeldDecoder,
                                        build_dn_attn_mask)
-from mmdet.models.layers.transformer.utils import MLP
+from mmdet.models.layers.transformer.utils import MLP, inverse_sigmoid
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
@@ -92,6 +92,17 @@ def _memory():
     return torch.randn(2, 20, C), shapes, start
 
 
+def _decode(dec, query, anchors, memory, shapes, start, box_heads, self_attn_mask=None, **kw):
+    """mmdet's DINO decoder call; returns the states and the refined boxes of every layer."""
+    hidden, references = dec(query, value=memory, key_padding_mask=None,
+                             self_attn_mask=self_attn_mask, reference_points=anchors,
+                             spatial_shapes=shapes, level_start_index=start, valid_ratios=None,
+                             reg_branches=box_heads, **kw)
+    assert references.shape[0] == hidden.shape[0] + 1
+    assert references[0] is anchors or torch.equal(references[0], anchors)
+    return hidden, references[1:]
+
+
 def test_decoder_shapes_and_refinement():
     torch.manual_seed(0)
     dec = _decoder()
@@ -100,8 +111,8 @@ def test_decoder_shapes_and_refinement():
     anchors = torch.rand(2, P + NL + NC, 4).clamp(0.1, 0.9)
     anchors.requires_grad_(True)
     memory, shapes, start = _memory()
-    hidden, boxes = dec(q, anchors, memory, shapes, start, [box_head] * 2, num_dn=P,
-                        num_learnable=NL, num_conditional=NC)
+    hidden, boxes = _decode(dec, q, anchors, memory, shapes, start, [box_head] * 2, num_dn=P,
+                            num_learnable=NL, num_conditional=NC)
     assert len(hidden) == len(boxes) == 2
     assert hidden[0].shape == (2, P + NL + NC, C) and boxes[1].shape == (2, P + NL + NC, 4)
     assert ((boxes[1] > 0) & (boxes[1] < 1)).all()
@@ -109,7 +120,7 @@ def test_decoder_shapes_and_refinement():
     boxes[0].sum().backward()
     assert anchors.grad is not None and anchors.grad.abs().sum() > 0
     with pytest.raises(ValueError, match='box heads'):
-        dec(q, anchors, memory, shapes, start, [box_head])
+        _decode(dec, q, anchors, memory, shapes, start, [box_head])
 
 
 def test_decoder_keeps_denoising_and_matching_apart():
@@ -121,17 +132,87 @@ def test_decoder_keeps_denoising_and_matching_apart():
     memory, shapes, start = _memory()
     mask = build_dn_attn_mask(1, P, NL + NC)
     kw = dict(self_attn_mask=mask, num_dn=P, num_learnable=NL, num_conditional=NC)
-    hidden, _ = dec(q, anchors, memory, shapes, start, [box_head] * 2, **kw)
+    hidden, _ = _decode(dec, q, anchors, memory, shapes, start, [box_head] * 2, **kw)
     q2 = q.clone()
     q2[:, P:] = torch.randn_like(q2[:, P:])  # change every matching query
-    hidden2, _ = dec(q2, anchors, memory, shapes, start, [box_head] * 2, **kw)
+    hidden2, _ = _decode(dec, q2, anchors, memory, shapes, start, [box_head] * 2, **kw)
     torch.testing.assert_close(hidden2[-1][:, :P], hidden[-1][:, :P])  # dn outputs unchanged
     assert not torch.allclose(hidden2[-1][:, P:], hidden[-1][:, P:])
     q3 = q.clone()
     q3[:, :P] = torch.randn_like(q3[:, :P])  # change the denoising queries
-    hidden3, _ = dec(q3, anchors, memory, shapes, start, [box_head] * 2, **kw)
+    hidden3, _ = _decode(dec, q3, anchors, memory, shapes, start, [box_head] * 2, **kw)
     torch.testing.assert_close(hidden3[-1][:, P:], hidden[-1][:, P:])  # matching unchanged
     # without the mask, information leaks
-    hidden4, _ = dec(q3, anchors, memory, shapes, start, [box_head] * 2, num_dn=P,
-                     num_learnable=NL, num_conditional=NC)
+    hidden4, _ = _decode(dec, q3, anchors, memory, shapes, start, [box_head] * 2, num_dn=P,
+                         num_learnable=NL, num_conditional=NC)
     assert not torch.allclose(hidden4[-1][:, P:], hidden[-1][:, P:])
+
+
+def _random_box_heads(n):
+    """Per-layer box heads with a non-zero last layer (the head zero-initialises it)."""
+    heads = [MLP(C, C, 4, 3) for _ in range(n)]
+    for h in heads:
+        torch.nn.init.normal_(h.layers[-1].weight, std=0.1)
+    return heads
+
+
+def test_decoder_is_mmdet_dino_decoder_with_the_former_keys():
+    """QueryMeldDecoder subclasses mmdet's DinoTransformerDecoder and keeps its state-dict keys
+    (layers.*, ref_point_head.*, norm.*): checkpoints of the former decoder load as they are."""
+    from mmdet.models.layers.transformer.dino_layers import DinoTransformerDecoder
+    dec = _decoder(num_layers=2)
+    assert isinstance(dec, DinoTransformerDecoder)
+    prefixes = sorted({k.split('.')[0] for k in dec.state_dict()})
+    assert prefixes == ['layers', 'norm', 'ref_point_head']
+    assert not hasattr(dec, 'post_norm')
+    with pytest.raises(ValueError, match='post_norm_cfg'):
+        QueryMeldDecoder(num_layers=1, layer_cfg=dec.layer_cfg, post_norm_cfg=dict(type='LN'))
+
+
+def test_decoder_look_forward_twice_gradient_paths():
+    """DINO 3.5: layer 1's box, predicted on top of references[1] as DINOHead does, sends
+    gradient into layer 0's box head; layer 1's *state* does not (the reference its attention
+    and positional queries read is detached), and neither does references[1] computed inside
+    the decoder for the next layer's attention."""
+    torch.manual_seed(0)
+    dec = _decoder(num_layers=3)
+    heads = _random_box_heads(3)
+    q, _ = _query()
+    anchors = torch.rand(2, P + NL + NC, 4).clamp(0.1, 0.9).requires_grad_(True)
+    memory, shapes, start = _memory()
+    seen = {}
+
+    def grab(lid):
+        def hook(module, args, kwargs):
+            seen[lid] = kwargs['reference_points']
+        return hook
+
+    handles = [layer.cross_attn.register_forward_pre_hook(grab(i), with_kwargs=True)
+               for i, layer in enumerate(dec.layers)]
+    hidden, refs = dec(q, value=memory, key_padding_mask=None, self_attn_mask=None,
+                       reference_points=anchors, spatial_shapes=shapes,
+                       level_start_index=start, valid_ratios=None, reg_branches=heads,
+                       num_dn=P, num_learnable=NL, num_conditional=NC)
+    for h in handles:
+        h.remove()
+    assert hidden.shape == (3, 2, P + NL + NC, C) and refs.shape == (4, 2, P + NL + NC, 4)
+    # references[1:] are undetached; the deformable attention reads detached copies after layer 0
+    assert all(r.requires_grad for r in refs)
+    assert seen[0].requires_grad and not seen[1].requires_grad and not seen[2].requires_grad
+    torch.testing.assert_close(seen[1][:, :, 0], refs[1].detach())
+
+    def head0_grad(loss):
+        grads = torch.autograd.grad(loss, list(heads[0].parameters()), retain_graph=True,
+                                    allow_unused=True)
+        return sum(0.0 if g is None else float(g.abs().sum()) for g in grads)
+
+    w = torch.randn(2, P + NL + NC, 4)
+    box1 = (heads[1](hidden[1]) + inverse_sigmoid(refs[1], eps=1e-3)).sigmoid()
+    assert head0_grad((box1 * w).sum()) > 0  # look-forward-twice
+    assert head0_grad((hidden[1] * torch.randn_like(hidden[1])).sum()) == 0
+    assert head0_grad((hidden[2] * torch.randn_like(hidden[2])).sum()) == 0
+    # the box of layer 2 looks back one layer only: layer 0's head is out of its reach
+    box2 = (heads[2](hidden[2]) + inverse_sigmoid(refs[2], eps=1e-3)).sigmoid()
+    assert head0_grad((box2 * w).sum()) == 0
+    # the refined box equals the returned reference (same state, same delta)
+    torch.testing.assert_close(box1, refs[2])
