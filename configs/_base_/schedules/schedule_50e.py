@@ -9,8 +9,20 @@ optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=2e-4, weight_decay=0.05, betas=(0.9, 0.999)),
     clip_grad=dict(max_norm=0.01, norm_type=2),
+    # no weight decay on embeddings (Mask DINO; mmdet's Mask2Former configs exempt query_embed,
+    # query_feat, level_embed): learnable query content and anchors, the pixel decoder's level
+    # embeddings, and the text classifier's logit scale and bias (scalars that set the logit range
+    # and the focal prior); norm weights and biases as before. Keys match parameter-name substrings.
     paramwise_cfg=dict(
-        custom_keys=dict(backbone=dict(lr_mult=0.1)), norm_decay_mult=0.0))
+        custom_keys={
+            'backbone': dict(lr_mult=0.1),
+            'learnable_content': dict(decay_mult=0.0),
+            'learnable_anchors': dict(decay_mult=0.0),
+            'level_encoding': dict(decay_mult=0.0),
+            'text_classifier.logit_scale': dict(decay_mult=0.0),
+            'text_classifier.logit_bias': dict(decay_mult=0.0),
+        },
+        norm_decay_mult=0.0))
 
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=10),
