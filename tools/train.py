@@ -105,8 +105,14 @@ def main() -> None:
     args = parse_args()
     # registers mmquerymeld (and mmdet) modules and the safe checkpoint globals
     import mmquerymeld  # noqa: F401
+    from mmquerymeld.engine import check_pretrained_weights
     from mmquerymeld.utils.runtime import adapt_cfg_to_device
     cfg = build_cfg(args)
+    if int(os.environ.get('LOCAL_RANK', 0)) == 0:
+        # fetch the pretrained weights the config starts from (ResNet-50, CLIP text tower) into
+        # their caches, or fail now naming the files to download and the config keys to set;
+        # other ranks read the same caches (mmengine loads rank 0 first)
+        check_pretrained_weights(cfg)
     adapt_cfg_to_device(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()

@@ -2,6 +2,10 @@
 # (tools/dataset_converters/make_synthetic_world.py --out data/synthetic), then evaluated per
 # source with the task's metric; test pictures go to <work_dir>/<timestamp>/vis/<source>/.
 # Runs on 2 CPU cores in minutes: bash tools/run_demo.sh
+# No pretrained weights, on purpose (no network, minutes of CPU): the ResNet-18 and the frozen
+# 'QM-Tiny' text tower are random, so its text embeddings only tell the synthetic world's names
+# apart (a warning at start-up says so); it demonstrates the pipeline, not open-vocabulary
+# recognition. The paper configs (configs/querymeld/) start from ImageNet and CLIP weights.
 _base_ = [
     '../_base_/models/querymeld_tiny.py',
     '../_base_/datasets/synthetic_world.py',

@@ -5,11 +5,13 @@ encoder. LMSeg sections 3.2-3.3: the CLIP text tower stays frozen, optionally wi
 context vectors shared across datasets. The query-side classifier that scores decoder queries
 against these embeddings is :class:`~.text_classifier.QueryTextClassifier`.
 """
+import logging
 import warnings
 from typing import Dict, Hashable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
@@ -19,6 +21,8 @@ from .coop import can_trim_padding, encode_text_tokens, supports_token_forward
 from .embedding_cache import TextEmbeddingCache
 from .open_clip_utils import (build_text_tower, get_tokenizer, load_text_tower_weights,
                               resolve_pretrained, text_embed_dim, tokenize)
+from .pretrained_hints import (quick_gelu_mismatch, random_frozen_tower_warning,
+                               text_tower_download_hint)
 from .prompts import PromptRule, PromptRules, build_prompts
 from .templates import TemplateSpec, VocabEntry
 
@@ -50,8 +54,9 @@ class OpenCLIPTextEncoder(BaseModule):
         model_name: open_clip architecture (``open_clip.list_models()``: ``'ViT-B-16'``,
             ``'ViT-L-14'``, ``'RN50'``, ``'convnext_base'``, ...; ``'QM-Tiny'`` for tests).
         pretrained: Local checkpoint file (open_clip state dict, or an mmengine / training
-            checkpoint holding one) or an open_clip pretrained tag (downloaded on first use).
-            None keeps the random initialisation.
+            checkpoint holding one) or an open_clip pretrained tag (downloaded on first use;
+            offline, a ``FileNotFoundError`` names the file to fetch). None keeps the random
+            initialisation (a frozen random tower logs a warning: no open-vocabulary meaning).
         templates: Template set for class-name tasks not in ``task_templates``: a name
             (``'photo'``, ``'simple'``, ``'all'``, ``'name'``, ``'raw'``) or a list of templates.
         task_templates: Per-task override, e.g. ``{'semantic': 'all', 'referring': 'raw'}``;
@@ -113,6 +118,9 @@ class OpenCLIPTextEncoder(BaseModule):
             for param in self.tower.parameters():
                 param.requires_grad_(False)
             self.tower.eval()
+            if not pretrained:
+                print_log(random_frozen_tower_warning(model_name), logger='current',
+                          level=logging.WARNING)
 
         # CoOp context vectors (LMSeg section 3.2: "[v]_1...[v]_L [class name]", shared).
         if num_context_tokens > 0:
@@ -149,8 +157,23 @@ class OpenCLIPTextEncoder(BaseModule):
         self._cache.clear()
 
     def _load_pretrained(self) -> None:
-        """Load the text tower from ``self.pretrained`` (file or tag) and clear the cache."""
-        path = resolve_pretrained(self.model_name, self.pretrained, self.cache_dir)
+        """Load the text tower from ``self.pretrained`` (file or tag) and clear the cache.
+
+        Raises:
+            FileNotFoundError: The file is missing or the tag cannot be downloaded (offline); the
+                message names the file to fetch and ``model.head.text_encoder.pretrained``.
+        """
+        try:
+            path = resolve_pretrained(self.model_name, self.pretrained, self.cache_dir)
+        except OSError as err:  # missing file, unknown tag, failed download (no network)
+            raise FileNotFoundError(
+                f'OpenCLIPTextEncoder: text-tower weights pretrained={self.pretrained!r} of '
+                f'{self.model_name!r} are not available ({err}). '
+                f'{text_tower_download_hint(self.model_name, self.pretrained)}') from err
+        if path != self.pretrained and quick_gelu_mismatch(self.model_name, self.pretrained):
+            print_log(f'OpenCLIPTextEncoder: tag {self.pretrained!r} was trained with QuickGELU '
+                      f'but {self.model_name!r} uses GELU; use model_name='
+                      f"'{self.model_name}-quickgelu'", logger='current', level=logging.WARNING)
         load_text_tower_weights(self.tower, path)
         if hasattr(self, '_cache'):
             self._cache.clear()

@@ -43,6 +43,7 @@ def test_strategy_models_build(name):
     cfg = _cfg(name)
     # a small text tower keeps the test fast; the strategy is what is checked
     cfg.model.head.text_encoder.model_name = 'QM-Tiny'
+    cfg.model.head.text_encoder.pretrained = None  # the paper config's 'openai' needs network
     model = MODELS.build(cfg.model)
     nl, nc = STRATEGIES[name]
     head = model.head
