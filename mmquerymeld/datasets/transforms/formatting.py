@@ -22,7 +22,8 @@ class PackQueryMeldInputs(PackDetInputs):
     """Pack a sample after :class:`ToUnifiedTargets` into ``inputs`` + ``DetDataSample``.
 
     ``inputs``: uint8 tensor ``[3, H, W]`` (BGR, as mmdet). ``data_samples.gt_instances``:
-    ``masks`` (BitmapMasks ``[N, H, W]``), ``bboxes`` (float Tensor ``[N, 4]`` xyxy), ``labels``
+    ``masks`` (BitmapMasks ``[N, H, W]``; :class:`BoxOnlyMasks`, without pixels, when no
+    instance has a mask), ``bboxes`` (float Tensor ``[N, 4]`` xyxy), ``labels``
     (long ``[N]``, index into ``metainfo['texts']``), ``mask_valid`` (bool ``[N]``).
     ``gt_sem_seg`` (``sem_seg`` long ``[1, H, W]``, metainfo ``ignore_index``) when the pipeline
     kept ``gt_seg_map``. Panoptic evaluation samples with crowd regions also carry

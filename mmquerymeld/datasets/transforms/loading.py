@@ -40,6 +40,7 @@ from PIL import Image
 from ...utils import TASKS
 from ..utils import (IGNORE_INDEX_8BIT, IGNORE_INDEX_16BIT, rgb2id, sanitize_segmentation,
                      segmentation_to_mask)
+from .box_only_masks import BoxOnlyMasks
 
 
 @TRANSFORMS.register_module()
@@ -146,7 +147,8 @@ class LoadQMAnnotations(MMDetLoadAnnotations):
 
     Compared with mmdet's ``LoadAnnotations``: invalid polygon parts are dropped, an instance
     whose segmentation is invalid or rasterises to nothing is dropped (box and label too),
-    instances without a ``mask`` key are kept as box-only (all-zero mask, ``mask_valid`` False),
+    instances without a ``mask`` key are kept as box-only (``mask_valid`` False; an image with no
+    mask at all gets :class:`BoxOnlyMasks`, which holds no pixels; a mixed image all-zero rows),
     and referring texts / captions (``instance['texts']``) survive augmentation through the
     instance table (see the module docstring).
 
@@ -207,7 +209,10 @@ class LoadQMAnnotations(MMDetLoadAnnotations):
                 np.asarray(labels, dtype=np.int64)
         if needs_table:
             results['gt_instance_table'] = rows
-        if self.with_mask:
+        if self.with_mask and n and all(m is None for m in masks):
+            # box-only image: a placeholder without pixels (its boxes are all it costs)
+            results['gt_masks'] = BoxOnlyMasks(n, h, w)
+        elif self.with_mask:
             stack = np.zeros((n, h, w), dtype=np.uint8)
             for i, m in enumerate(masks):
                 if m is not None:

@@ -16,6 +16,18 @@ from mmdet.structures.mask import BitmapMasks, PolygonMasks
 
 from ...utils import TASKS, clean_class_name
 from ..utils import IGNORE_INDEX_8BIT, IGNORE_INDEX_16BIT, masks_to_bboxes
+from .box_only_masks import BoxOnlyMasks
+
+
+def _take(masks: Optional[np.ndarray], idx: np.ndarray) -> Optional[np.ndarray]:
+    """``masks[idx]``; None (box-only) stays None."""
+    return None if masks is None else masks[idx]
+
+
+def _dense(masks: Optional[np.ndarray], num: int, frame: Tuple[int, int]) -> np.ndarray:
+    """The masks, or ``num`` all-zero ones for box-only instances that must be concatenated
+    with masked rows (panoptic stuff, crowd regions)."""
+    return np.zeros((num, *frame), np.uint8) if masks is None else masks
 
 
 def _err(results: dict, msg: str) -> str:
@@ -27,7 +39,8 @@ class ToUnifiedTargets(BaseTransform):
     """Convert task-specific annotations into the unified targets of the data contract.
 
     * instance / detection / panoptic things: one triplet per (non-crowd) instance; box-only
-      instances get an all-zero mask and ``mask_valid=False``;
+      instances get ``mask_valid=False`` (a sample without any valid mask gets
+      :class:`BoxOnlyMasks`, which stores no pixels; a mixed one all-zero rows);
     * panoptic stuff and semantic: one triplet per present class of ``gt_seg_map``, box from the
       mask;
     * referring: one triplet per expression; ``texts[i]`` is one expression of instance ``i``,
@@ -44,7 +57,8 @@ class ToUnifiedTargets(BaseTransform):
     gt_instance_table, or gt_seg_map).
 
     Modified Keys: gt_bboxes (HorizontalBoxes [N, 4]), gt_bboxes_labels (int64 [N], index into
-    texts), gt_masks (BitmapMasks [N, H, W]), gt_seg_map (kept only with ``keep_sem_seg``, values
+    texts), gt_masks (BitmapMasks [N, H, W]; :class:`BoxOnlyMasks` when no mask is valid),
+    gt_seg_map (kept only with ``keep_sem_seg``, values
     are text indices), gt_ignore_flags (removed).
 
     Added Keys: gt_mask_valid (bool [N]), texts (list[str]), thing_flags (list[bool], when the
@@ -134,8 +148,9 @@ class ToUnifiedTargets(BaseTransform):
 
     @staticmethod
     def _to_bitmap(results: dict, frame: Tuple[int, int]) -> Optional[np.ndarray]:
+        """The masks as uint8 ``[N, H, W]``; None for box-only samples (no pixels)."""
         masks = results.get('gt_masks')
-        if masks is None:
+        if masks is None or isinstance(masks, BoxOnlyMasks):
             return None
         if isinstance(masks, PolygonMasks):
             masks = masks.to_bitmap()
@@ -144,8 +159,8 @@ class ToUnifiedTargets(BaseTransform):
 
     def _instances(self, results: dict, frame: Tuple[int, int]
                    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Optional[list]]:
-        """Non-ignored instances: (masks [N,H,W] u8, boxes [N,4], labels or rows [N],
-        mask_valid [N], table rows or None)."""
+        """Non-ignored instances: (masks [N,H,W] u8 or None when no instance has one, boxes
+        [N,4], labels or rows [N], mask_valid [N], table rows or None)."""
         h, w = frame
         boxes = results.get('gt_bboxes')
         boxes = np.zeros((0, 4), np.float32) if boxes is None else \
@@ -156,18 +171,23 @@ class ToUnifiedTargets(BaseTransform):
         masks = self._to_bitmap(results, frame)
         table = results.get('gt_instance_table')
         if masks is None:
-            masks = np.zeros((n, h, w), dtype=np.uint8)
             valid = np.zeros(n, dtype=bool)
         elif table is not None:
             valid = np.array([table[r]['mask_valid'] for r in labels], dtype=bool)
         else:
             valid = np.ones(n, dtype=bool)
-        if len(masks) != n or len(labels) != n:
+        n_masks = n if masks is None else len(masks)
+        if n_masks != n or len(labels) != n:
             raise ValueError(_err(results, f'{n} boxes, {len(labels)} labels and '
-                                  f'{len(masks)} masks disagree'))
+                                  f'{n_masks} masks disagree'))
         ignore = np.asarray(results.get('gt_ignore_flags', np.zeros(n, bool)), dtype=bool)
         keep = ~ignore
-        masks, boxes, labels, valid = masks[keep], boxes[keep], labels[keep], valid[keep]
+        boxes, labels, valid = boxes[keep], labels[keep], valid[keep]
+        if masks is None:  # box-only: no pixels to filter or derive boxes from
+            wh = boxes[:, 2:] - boxes[:, :2]
+            ok = (wh >= self.min_box_size).all(axis=1)
+            return None, boxes[ok], labels[ok], valid[ok], table
+        masks = masks[keep]
         # drop what augmentation emptied; recompute boxes from masks (section 3.3: b from m)
         areas = masks.reshape(len(masks), h * w).sum(axis=1)
         mask_boxes = masks_to_bboxes(masks.astype(bool))
@@ -218,7 +238,7 @@ class ToUnifiedTargets(BaseTransform):
                 stuff = [c for c in range(k) if not flags[c]]
                 s_masks, s_boxes, s_cls = self._seg_classes(results, self._seg_map(results),
                                                             stuff)
-                masks = np.concatenate([masks, s_masks])
+                masks = np.concatenate([_dense(masks, len(boxes), frame), s_masks])
                 boxes = np.concatenate([boxes, s_boxes])
                 cls = np.concatenate([cls, s_cls])
                 valid = np.concatenate([valid, np.ones(len(s_masks), dtype=bool)])
@@ -232,7 +252,7 @@ class ToUnifiedTargets(BaseTransform):
                                                               or c_cls.max() >= k)):
                 raise ValueError(_err(results, f'{len(c_masks)} crowd masks with crowd labels '
                                       f'{c_cls.tolist()} (expected one label in [0, {k}) each)'))
-            masks = np.concatenate([masks, c_masks])
+            masks = np.concatenate([_dense(masks, len(boxes), frame), c_masks])
             boxes = np.concatenate([boxes, masks_to_bboxes(c_masks.astype(bool))])
             cls = np.concatenate([cls, c_cls])
             valid = np.concatenate([valid, np.ones(len(c_cls), dtype=bool)])
@@ -274,10 +294,10 @@ class ToUnifiedTargets(BaseTransform):
             else:
                 texts.append(options[np.random.randint(len(options))])
         keep = np.asarray(keep, dtype=np.int64)
-        masks, boxes, valid = masks[keep], boxes[keep], valid[keep]
+        masks, boxes, valid = _take(masks, keep), boxes[keep], valid[keep]
         if not self.test_mode and self.max_texts is not None and len(texts) > self.max_texts:
             sel = np.sort(np.random.choice(len(texts), self.max_texts, replace=False))
-            masks, boxes, valid = masks[sel], boxes[sel], valid[sel]
+            masks, boxes, valid = _take(masks, sel), boxes[sel], valid[sel]
             texts = [texts[i] for i in sel]
         return dict(masks=masks, boxes=boxes, labels=np.arange(len(texts), dtype=np.int64),
                     valid=valid, texts=texts)
@@ -324,11 +344,17 @@ class ToUnifiedTargets(BaseTransform):
         else:
             out = self._class_task(results, task, frame)
         h, w = frame
-        masks = out['masks'].astype(np.uint8).reshape(-1, h, w)
-        results['gt_masks'] = BitmapMasks(masks, h, w)
-        results['gt_bboxes'] = HorizontalBoxes(np.asarray(out['boxes'], np.float32).reshape(-1, 4))
+        boxes = np.asarray(out['boxes'], np.float32).reshape(-1, 4)
+        valid = np.asarray(out['valid'], dtype=bool)
+        if out['masks'] is None or (len(valid) and not valid.any()):
+            # no valid mask: a placeholder without pixels (docs/data_contract.md, box-only)
+            results['gt_masks'] = BoxOnlyMasks(len(boxes), h, w)
+        else:
+            masks = out['masks'].astype(np.uint8).reshape(-1, h, w)
+            results['gt_masks'] = BitmapMasks(masks, h, w)
+        results['gt_bboxes'] = HorizontalBoxes(boxes)
         results['gt_bboxes_labels'] = np.asarray(out['labels'], dtype=np.int64)
-        results['gt_mask_valid'] = np.asarray(out['valid'], dtype=bool)
+        results['gt_mask_valid'] = valid
         results['texts'] = list(out['texts'])
         if 'thing_flags' in out:
             results['thing_flags'] = out['thing_flags']
