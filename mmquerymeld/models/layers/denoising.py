@@ -1,9 +1,11 @@
 """Open-vocabulary denoising queries (Mask DINO / DN-DETR style) and their attention mask."""
+import logging
 from typing import Dict, List, Optional
 
 import torch
 from mmdet.models.layers.transformer.utils import inverse_sigmoid
 from mmdet.registry import MODELS
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
@@ -50,6 +52,14 @@ class OpenVocabDenoisingGenerator(BaseModule):
     denoising query is the (noisy) label's text embedding through a Linear layer, so denoising
     stays open-vocabulary: no fixed class table.
 
+    Denoising cap (LVIS / Objects365 / Visual Genome images with hundreds of objects): an image
+    with more than ``max_dn_targets`` targets denoises a random subset of ``max_dn_targets`` of
+    them (a new subset every step; ``dn_gt_idx`` names the original targets), so a batch never
+    has more than ``max(num_dn_queries, max_dn_targets)`` denoising queries per image. Mask DINO
+    skips denoising for the whole batch in that case (``scalar // max(known_num) == 0``); with
+    many crowded sources in a batch that would switch denoising off for most steps, a subset
+    keeps it on at bounded cost.
+
     Args:
         text_dims: D, the size of the text embeddings.
         embed_dims: C, the decoder's hidden size.
@@ -57,12 +67,18 @@ class OpenVocabDenoisingGenerator(BaseModule):
         label_noise_ratio: Probability of replacing a label.
         box_noise_scale: Box noise scale (Mask DINO uses 0.4).
         dn_see_matching: See :func:`build_dn_attn_mask`.
+        max_dn_targets: Most targets of one image that are denoised (a random subset beyond);
+            None means ``num_dn_queries`` (one group of at most the query budget).
     """
 
     def __init__(self, text_dims: int, embed_dims: int = 256, num_dn_queries: int = 100,
                  label_noise_ratio: float = 0.2, box_noise_scale: float = 0.4,
-                 dn_see_matching: bool = False, init_cfg=None) -> None:
+                 dn_see_matching: bool = False, max_dn_targets: Optional[int] = None,
+                 init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
+        if max_dn_targets is not None and max_dn_targets < 1:
+            raise ValueError(f'max_dn_targets must be positive or None, got {max_dn_targets}')
+        self.max_dn_targets = max_dn_targets
         self.num_dn_queries = num_dn_queries
         self.label_noise_ratio = label_noise_ratio
         self.box_noise_scale = box_noise_scale
@@ -88,7 +104,9 @@ class OpenVocabDenoisingGenerator(BaseModule):
             dn_gt_idx) where the last three are per-image long tensors of equal length (query slot,
             target; ``dn_query_idx`` is ``dn_positive_idx`` under the criterion's name).
         """
-        num_targets = [int(l.numel()) for l in gt_labels]
+        subsets = self._capped_subsets(gt_labels)
+        num_targets = [int(l.numel()) if keep is None else int(keep.numel())
+                       for l, keep in zip(gt_labels, subsets)]
         max_t = max(num_targets) if num_targets else 0
         if max_t == 0 or self.num_dn_queries <= 0:
             return None
@@ -102,11 +120,14 @@ class OpenVocabDenoisingGenerator(BaseModule):
         anchors: Optional[Tensor] = None
         pos_idx, gt_idx = [], []
         # per-image loop: vocabularies differ per image; all objects of an image are batched.
-        for b, (labels, boxes) in enumerate(zip(gt_labels, gt_boxes)):
+        for b, (labels, boxes, keep) in enumerate(zip(gt_labels, gt_boxes, subsets)):
+            if keep is not None:  # more targets than max_dn_targets: the random subset
+                labels, boxes = labels[keep.to(labels.device)], boxes[keep.to(boxes.device)]
             n = int(labels.numel())
             slots = (torch.arange(n, device=device)[None] +
                      max_t * torch.arange(groups, device=device)[:, None]).reshape(-1)
-            targets = torch.arange(n, device=device).repeat(groups)
+            targets = (torch.arange(n, device=device) if keep is None else
+                       keep.to(device)).repeat(groups)
             pos_idx.append(slots)
             gt_idx.append(targets)
             if n == 0:
@@ -133,3 +154,19 @@ class OpenVocabDenoisingGenerator(BaseModule):
         dn_meta = dict(num_dn_groups=groups, pad_size=pad, dn_positive_idx=pos_idx,
                        dn_query_idx=pos_idx, dn_gt_idx=gt_idx)
         return dict(content=content, anchors=anchors, attn_mask=attn_mask, dn_meta=dn_meta)
+
+    def _capped_subsets(self, gt_labels: List[Tensor]) -> List[Optional[Tensor]]:
+        """Per image, None (all targets denoised) or the sorted indices ``[max_dn_targets]`` of
+        a random subset when the image has more targets than the cap."""
+        cap = self.max_dn_targets if self.max_dn_targets is not None else self.num_dn_queries
+        subsets: List[Optional[Tensor]] = []
+        for b, labels in enumerate(gt_labels):
+            n = int(labels.numel())
+            if cap <= 0 or n <= cap:
+                subsets.append(None)
+                continue
+            subsets.append(torch.randperm(n, device=labels.device)[:cap].sort().values)
+            print_log(f'OpenVocabDenoisingGenerator: image {b} has {n} targets; denoising a '
+                      f'random {cap} of them (max_dn_targets)', logger='current',
+                      level=logging.DEBUG)
+        return subsets

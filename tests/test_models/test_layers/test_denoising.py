@@ -89,3 +89,60 @@ def test_dn_returns_none_without_targets():
 def test_dn_mask_rows_never_fully_blocked(groups):
     mask = build_dn_attn_mask(groups, 3, 4)
     assert not mask.all(-1).any()
+
+
+def _crowded(num_targets=(500, 3), num_texts=(6, 4), text_dims=8):
+    torch.manual_seed(0)
+    labels, boxes, text_embeds, text_valid = _inputs(num_texts, num_targets, text_dims)
+    boxes = [torch.rand(n, 4) * 0.5 + 0.25 for n in num_targets]  # distinct boxes
+    return labels, boxes, text_embeds, text_valid
+
+
+@pytest.mark.parametrize('cap,budget,expected_pad', [(None, 100, 100), (50, 100, 100),
+                                                      (40, 100, 80), (150, 100, 150)])
+def test_dn_cap_bounds_queries_of_a_500_object_image(cap, budget, expected_pad):
+    """500 objects: a random subset of at most ``max_dn_targets`` is denoised (None: the query
+    budget), so the dn part is ``max(budget, cap)`` queries at most, not 500."""
+    labels, boxes, text_embeds, text_valid = _crowded()
+    gen = OpenVocabDenoisingGenerator(text_dims=8, embed_dims=16, num_dn_queries=budget,
+                                      label_noise_ratio=0.0, box_noise_scale=0.0,
+                                      max_dn_targets=cap)
+    out = gen(labels, boxes, text_embeds, text_valid, num_matching=5)
+    meta = out['dn_meta']
+    limit = cap if cap is not None else budget
+    assert meta['pad_size'] == expected_pad <= max(budget, limit)
+    assert out['content'].shape[1] == out['anchors'].shape[1] == expected_pad
+    assert out['attn_mask'].shape == (expected_pad + 5, expected_pad + 5)
+    groups = meta['num_dn_groups']
+    assert groups == max(1, budget // limit)
+    # image 0: `limit` distinct targets per group, indices into the original 500
+    gt0, pos0 = meta['dn_gt_idx'][0], meta['dn_positive_idx'][0]
+    assert len(gt0) == groups * limit and len(gt0.unique()) == limit
+    assert int(gt0.max()) < 500 and int(gt0.min()) >= 0
+    # the queries reconstruct exactly those targets (no noise: their boxes and texts)
+    torch.testing.assert_close(out['anchors'][0, pos0].sigmoid(), boxes[0][gt0], atol=1e-4,
+                               rtol=0)
+    torch.testing.assert_close(out['content'][0, pos0], gen.label_proj(text_embeds[0, labels[0][gt0]]))
+    # image 1 (3 targets) keeps all of them in every group
+    assert sorted(meta['dn_gt_idx'][1].tolist()) == sorted([0, 1, 2] * groups)
+
+
+def test_dn_cap_draws_a_new_subset_each_step_and_leaves_small_images_alone():
+    labels, boxes, text_embeds, text_valid = _crowded()
+    gen = OpenVocabDenoisingGenerator(text_dims=8, embed_dims=16, num_dn_queries=100)
+    first = gen(labels, boxes, text_embeds, text_valid, 5)['dn_meta']['dn_gt_idx'][0]
+    second = gen(labels, boxes, text_embeds, text_valid, 5)['dn_meta']['dn_gt_idx'][0]
+    assert not torch.equal(first, second)
+    # below the cap the generator draws nothing extra: same output as without a cap
+    small_l, small_b = labels[1:], boxes[1:]
+    capped = OpenVocabDenoisingGenerator(text_dims=8, embed_dims=16, num_dn_queries=100,
+                                         max_dn_targets=3)
+    capped.load_state_dict(gen.state_dict())
+    torch.manual_seed(7)
+    a = gen(small_l, small_b, text_embeds[1:], text_valid[1:], 5)
+    torch.manual_seed(7)
+    b = capped(small_l, small_b, text_embeds[1:], text_valid[1:], 5)
+    torch.testing.assert_close(a['content'], b['content'], rtol=0, atol=0)
+    torch.testing.assert_close(a['anchors'], b['anchors'], rtol=0, atol=0)
+    with pytest.raises(ValueError, match='max_dn_targets'):
+        OpenVocabDenoisingGenerator(text_dims=8, max_dn_targets=0)
