@@ -82,13 +82,14 @@ model = dict(
         criterion=dict(
             type='QueryMeldCriterion',
             # Mask DINO matcher costs and loss weights: class (focal) 4, box L1 5, GIoU 2,
-            # mask BCE 5, dice 5 (QueryMeldCriterion's defaults, spelled out here)
+            # mask BCE 5, dice 5 (QueryMeldCriterion's defaults, spelled out here); box costs
+            # gated by box_valid, mask costs by mask_valid
             assigner=dict(
                 type='HungarianAssigner',
                 match_costs=[
                     dict(type='FocalLossCost', alpha=0.25, gamma=2.0, weight=4.0),
-                    dict(type='BBoxL1Cost', box_format='xywh', weight=5.0),
-                    dict(type='IoUCost', iou_mode='giou', weight=2.0),
+                    dict(type='GatedBBoxL1Cost', box_format='xywh', weight=5.0),
+                    dict(type='GatedIoUCost', iou_mode='giou', weight=2.0),
                     dict(type='GatedCrossEntropyLossCost', use_sigmoid=True, weight=5.0),
                     dict(type='GatedDiceCost', pred_act=True, eps=1.0, weight=5.0),
                 ]),
@@ -102,9 +103,13 @@ model = dict(
                            naive_dice=True, eps=1.0, loss_weight=5.0),
             num_points=12544,
             oversample_ratio=3.0,
-            importance_sample_ratio=0.75),
+            importance_sample_ratio=0.75,
+            # Mask DINO: no box loss / box cost for semantic-task targets and panoptic stuff
+            box_supervision='things'),
+        # max_dn_targets: an image with more targets denoises a random subset of that many
+        # (None: num_dn_queries), so crowded images (LVIS, Objects365) cost bounded memory
         denoising=dict(num_dn_queries=100, label_noise_ratio=0.2, box_noise_scale=0.4,
-                       dn_see_matching=False),
+                       dn_see_matching=False, max_dn_targets=None),
         proposal_base_scale=0.05,
         mask_enhanced_box_init=False,
         initial_pred=True,

@@ -23,8 +23,7 @@ from ..text import split_legacy_text_cfg
 from .legacy import legacy_head_keys_hook
 from .outputs import EncoderProposals, LayerPredictions, QueryMeldHeadOutputs
 from .query_generator import MeldQueryGenerator
-from .sample_utils import (check_sample, image_valid_ratios, normalised_gt,
-                           unpack_gt_instances)
+from .sample_utils import check_sample, image_valid_ratios, prepare_training_targets
 
 
 @MODELS.register_module()
@@ -231,14 +230,16 @@ class QueryMeldHead(BaseModule):
     image_valid_ratios = staticmethod(image_valid_ratios)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: Sequence[Tensor],
-                batch_data_samples: SampleList) -> QueryMeldHeadOutputs:
+    def forward(self, x: Sequence[Tensor], batch_data_samples: SampleList,
+                batch_gt_targets: Optional[InstanceList] = None) -> QueryMeldHeadOutputs:
         """Run the encoder, build the queries and decode.
 
         Args:
             x: Multi-scale features ``[B, C_i, H_i, W_i]``, high to low resolution.
             batch_data_samples: Data samples with ``metainfo['texts']``, ``['task']``,
                 ``['batch_input_shape']`` and, when training with denoising, ``gt_instances``.
+            batch_gt_targets: The batch's prepared ``GtTargets`` (:meth:`loss` passes them);
+                prepared here for denoising when not given.
 
         Returns:
             QueryMeldHeadOutputs: states and references per decoder layer, the initial states,
@@ -263,9 +264,10 @@ class QueryMeldHead(BaseModule):
 
         dn = None
         if self.training and self.dn_generator is not None:
-            gt_labels, gt_boxes = normalised_gt(batch_data_samples)
-            dn = self.dn_generator(gt_labels, gt_boxes, text_embeds, text_valid,
-                                   self.num_queries)
+            gts = batch_gt_targets or prepare_training_targets(
+                self.criterion, batch_data_samples, text_embeds.device)[0]
+            dn = self.dn_generator([t.labels for t in gts], [t.norm_bboxes for t in gts],
+                                   text_embeds, text_valid, self.num_queries)
         num_dn, attn_mask, dn_meta = 0, None, None
         if dn is not None:
             num_dn, dn_meta = dn['dn_meta']['pad_size'], dn['dn_meta']
@@ -346,11 +348,13 @@ class QueryMeldHead(BaseModule):
         """
         if self.criterion is None:
             raise RuntimeError('QueryMeldHead.loss: the head was built without a criterion')
-        batch_gt_instances, batch_img_metas = unpack_gt_instances(batch_data_samples)
-        outs = self(x, batch_data_samples)
+        # prepared once: denoising, matching and the losses share the targets
+        targets, batch_img_metas = prepare_training_targets(self.criterion, batch_data_samples,
+                                                            x[0].device)
+        outs = self(x, batch_data_samples, targets)
         enc_preds = self.encoder_predictions(outs)  # first, as the encoder's graph was built
         return self.loss_by_feat(*self.forward_predictions(outs), enc_preds, outs.text_valid,
-                                 batch_gt_instances, batch_img_metas, outs.dn_meta)
+                                 targets, batch_img_metas, outs.dn_meta)
 
     def loss_by_feat(self, all_layers_cls_scores: Sequence[Tensor],
                      all_layers_bbox_preds: Sequence[Tensor],
@@ -367,7 +371,7 @@ class QueryMeldHead(BaseModule):
             enc_preds: The encoder proposals' predictions (:meth:`encoder_predictions`), or
                 None.
             text_valid: ``[B, K]`` bool.
-            batch_gt_instances: Per image ``labels``, ``bboxes``, ``masks``, ``mask_valid``.
+            batch_gt_instances: Per image prepared ``GtTargets`` (or raw ``gt_instances``).
             batch_img_metas: Per image meta with ``batch_input_shape``.
             dn_meta: Denoising metadata (the first ``dn_meta['pad_size']`` queries of every
                 level are denoising queries), or None.

@@ -1,11 +1,12 @@
-"""What the head reads from the data samples: vocabulary and task, padding ratios, gt boxes."""
-from typing import List, Tuple
+"""What the head reads from the data samples: vocabulary and task, padding ratios, the batch's
+ground-truth targets (prepared once, ``task_modules.gt_targets``)."""
+from typing import List, Optional, Tuple
 
 import torch
 from mmdet.structures import SampleList
-from mmdet.structures.bbox import bbox_xyxy_to_cxcywh
 from torch import Tensor
 
+from mmquerymeld.models.task_modules import GtTargets, prepare_batch_gt_targets
 from mmquerymeld.utils import TASKS
 
 
@@ -50,24 +51,6 @@ def image_valid_ratios(batch_data_samples: SampleList, device: torch.device) -> 
     return torch.tensor(ratios, dtype=torch.float32, device=device)
 
 
-def normalised_gt(batch_data_samples: SampleList) -> Tuple[List[Tensor], List[Tensor]]:
-    """Ground-truth labels ``[N_b]`` and boxes ``[N_b, 4]`` (normalised cxcywh of the padded
-    batch frame, clamped to [0, 1]) of each sample, for the denoising queries."""
-    labels, boxes = [], []
-    for i, sample in enumerate(batch_data_samples):
-        gt = sample.gt_instances
-        if 'bboxes' not in gt or 'labels' not in gt:
-            raise ValueError(f'QueryMeldHead: data sample {i}: gt_instances needs bboxes and '
-                             'labels for training')
-        pad_h, pad_w = sample.metainfo['batch_input_shape'][:2]
-        b = gt.bboxes
-        b = b.tensor if hasattr(b, 'tensor') else b
-        b = bbox_xyxy_to_cxcywh(b.float()) / b.new_tensor([pad_w, pad_h, pad_w, pad_h]).float()
-        labels.append(gt.labels.long())
-        boxes.append(b.clamp(0, 1))
-    return labels, boxes
-
-
 def unpack_gt_instances(batch_data_samples: SampleList) -> Tuple[list, List[dict]]:
     """Ground truth and metas of a training batch (mmdet's ``unpack_gt_instances``, checked).
 
@@ -87,3 +70,22 @@ def unpack_gt_instances(batch_data_samples: SampleList) -> Tuple[list, List[dict
         batch_gt_instances.append(gt)
         batch_img_metas.append(sample.metainfo)
     return batch_gt_instances, batch_img_metas
+
+
+def prepare_training_targets(criterion: Optional[object], batch_data_samples: SampleList,
+                             device: torch.device) -> Tuple[List[GtTargets], List[dict]]:
+    """The batch's ground truth, prepared once for denoising, matching and the losses.
+
+    Args:
+        criterion: The head's criterion (its ``prepare_targets`` applies its
+            ``box_supervision``), or None (defaults of ``prepare_batch_gt_targets``).
+        batch_data_samples: Training data samples (``gt_instances`` with ``mask_valid``).
+        device: Device of the targets.
+
+    Returns:
+        tuple: ``GtTargets`` per image (normalised, clamped boxes; valid masks; flags) and the
+        images' metas.
+    """
+    batch_gt_instances, batch_img_metas = unpack_gt_instances(batch_data_samples)
+    prepare = criterion.prepare_targets if criterion is not None else prepare_batch_gt_targets
+    return prepare(batch_gt_instances, batch_img_metas, device), batch_img_metas

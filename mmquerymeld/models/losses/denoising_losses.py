@@ -2,7 +2,11 @@
 
 Denoising queries are not matched: ``dn_meta`` (built by ``OpenVocabDenoisingGenerator``)
 names, per image, the denoising query slots that carry a target and the gt index each
-reconstructs. The other slots are padding and act as class negatives.
+reconstructs. The other slots are padding and act as class negatives. Targets without box
+supervision (``box_valid`` False: semantic-task targets, panoptic stuff) are denoised too, as in
+Mask DINO, whose panoptic denoising feeds every target's noised box as the anchor and drops only
+the box loss of stuff (``loss_boxes_panoptic`` applies to the denoising part as well): their
+denoising queries get class and mask losses, no box loss.
 """
 from typing import Dict, List, Optional, Sequence
 
@@ -57,7 +61,7 @@ class DenoisingLossMixin:
     """Denoising losses of a set criterion.
 
     The host class provides ``_level_losses(level, targets, indices, text_valid, num_gt,
-    num_masks, prefix)`` and ``_avg_count(count, device)`` (see ``QueryMeldCriterion``).
+    num_boxes, num_masks, prefix)`` and ``_avg_count(count, device)`` (see ``QueryMeldCriterion``).
     """
 
     def _dn_losses(self, dn_outputs: dict, dn_meta: dict, targets: List[InstanceData],
@@ -73,19 +77,22 @@ class DenoisingLossMixin:
 
         Returns:
             dict[str, Tensor]: ``dn.loss_*`` and ``dn.d{i}.loss_*``, normalised by the number of
-            dn queries with a target (mask terms: those whose gt has a mask).
+            dn queries with a target (box terms: those whose gt has ``box_valid``; mask terms:
+            those whose gt has a mask).
         """
         device = dn_outputs['pred_logits'].device
         num_dn_queries = dn_outputs['pred_logits'].shape[1]
         indices = dn_match_indices(dn_meta, targets, num_dn_queries, device)
         num_dn = self._avg_count(sum(q.numel() for q, _ in indices), device)
+        num_dn_boxes = self._avg_count(
+            sum(int(t.box_valid[g].sum()) for t, (_, g) in zip(targets, indices)), device)
         num_dn_masks = self._avg_count(
             sum(int(t.mask_valid[g].sum()) for t, (_, g) in zip(targets, indices)), device)
         losses = self._level_losses(dn_outputs, targets, indices,
                                     dn_outputs.get('text_valid', text_valid), num_dn,
-                                    num_dn_masks, 'dn.')
+                                    num_dn_boxes, num_dn_masks, 'dn.')
         for i, aux in enumerate(dn_outputs.get('aux_outputs') or []):
             losses.update(
                 self._level_losses(aux, targets, indices, aux.get('text_valid', text_valid),
-                                   num_dn, num_dn_masks, f'dn.d{i}.'))
+                                   num_dn, num_dn_boxes, num_dn_masks, f'dn.d{i}.'))
         return losses

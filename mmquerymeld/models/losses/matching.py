@@ -4,7 +4,9 @@ Paper section 3.2: "Hungarian matching is applied across all object queries, wit
 differentiating between query types". Costs are those of the configured mmdet assigner (Mask
 DINO's by default); the mask costs are evaluated on points sampled uniformly at random, the
 same points for predictions and targets (Mask2Former's matcher). Ground truth without an
-annotated mask (``mask_valid`` False) gets no mask cost (``Gated*Cost`` in ``task_modules``).
+annotated mask (``mask_valid`` False) gets no mask cost, ground truth without box supervision
+(``box_valid`` False: semantic-task targets, panoptic stuff) no box cost (``Gated*Cost`` in
+``task_modules``).
 """
 import copy
 from typing import List, Optional, Sequence, Tuple
@@ -17,7 +19,7 @@ from mmdet.utils import ConfigType
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from mmquerymeld.models.task_modules import batch_shape
+from mmquerymeld.models.task_modules import GtTargets, batch_shape
 
 #: Per image, ``(query_idx [M], gt_idx [M])`` long tensors of the matched pairs.
 MatchIndices = Tuple[Tensor, Tensor]
@@ -27,11 +29,38 @@ DEFAULT_ASSIGNER = dict(
     type='HungarianAssigner',
     match_costs=[
         dict(type='FocalLossCost', alpha=0.25, gamma=2.0, weight=4.0),
-        dict(type='BBoxL1Cost', box_format='xywh', weight=5.0),
-        dict(type='IoUCost', iou_mode='giou', weight=2.0),
+        dict(type='GatedBBoxL1Cost', box_format='xywh', weight=5.0),
+        dict(type='GatedIoUCost', iou_mode='giou', weight=2.0),
         dict(type='GatedCrossEntropyLossCost', use_sigmoid=True, weight=5.0),
         dict(type='GatedDiceCost', pred_act=True, eps=1.0, weight=5.0),
     ])
+
+#: mmdet's box and mask costs and their gated subclasses (identical when every gt has both).
+GATED_COSTS = {
+    'BBoxL1Cost': 'GatedBBoxL1Cost',
+    'IoUCost': 'GatedIoUCost',
+    'CrossEntropyLossCost': 'GatedCrossEntropyLossCost',
+    'DiceCost': 'GatedDiceCost',
+}
+
+
+def gated_assigner_cfg(assigner: ConfigType) -> ConfigType:
+    """The assigner config with mmdet's box / mask costs replaced by their gated subclasses.
+
+    Args:
+        assigner: A ``HungarianAssigner``-like config with ``match_costs``.
+
+    Returns:
+        A deep copy in which ``BBoxL1Cost`` / ``IoUCost`` / ``CrossEntropyLossCost`` /
+        ``DiceCost`` (with or without the ``mmdet.`` scope) are their ``Gated*`` versions.
+    """
+    assigner = copy.deepcopy(assigner)
+    costs = assigner.get('match_costs') if hasattr(assigner, 'get') else None
+    for cost in costs if isinstance(costs, (list, tuple)) else []:
+        name = str(cost.get('type', '')).split('.')[-1]
+        if name in GATED_COSTS:
+            cost['type'] = GATED_COSTS[name]
+    return assigner
 
 
 @TASK_UTILS.register_module()
@@ -41,7 +70,9 @@ class PointSampledHungarianMatcher:
     Args:
         assigner: A ``TASK_UTILS`` assigner with the ``HungarianAssigner`` interface
             (``assign(pred_instances, gt_instances, img_meta)``). Defaults to
-            ``DEFAULT_ASSIGNER``.
+            ``DEFAULT_ASSIGNER``. mmdet's box and mask costs in it are built as their gated
+            subclasses (:func:`gated_assigner_cfg`), so ``box_valid`` / ``mask_valid`` apply
+            whatever the config names.
         num_points: Uniform random points on which the mask costs are evaluated.
     """
 
@@ -49,12 +80,12 @@ class PointSampledHungarianMatcher:
         if num_points <= 0:
             raise ValueError(f'PointSampledHungarianMatcher: num_points must be positive, got '
                              f'{num_points}')
-        self.assigner = TASK_UTILS.build(copy.deepcopy(assigner or DEFAULT_ASSIGNER))
+        self.assigner = TASK_UTILS.build(gated_assigner_cfg(assigner or DEFAULT_ASSIGNER))
         self.num_points = int(num_points)
 
     @torch.no_grad()
     def __call__(self, pred_logits: Tensor, pred_boxes: Tensor, pred_masks: Optional[Tensor],
-                 target: InstanceData, img_meta: dict) -> MatchIndices:
+                 target: GtTargets, img_meta: dict) -> MatchIndices:
         """Match one image.
 
         Args:
@@ -62,7 +93,8 @@ class PointSampledHungarianMatcher:
             pred_boxes: Boxes ``[Q, 4]``, cxcywh normalised by the batch frame.
             pred_masks: Mask logits ``[Q, h, w]`` at 1/4 of the batch frame, or None.
             target: Prepared gt (``prepare_gt_targets``): ``labels`` [N], ``bboxes`` [N, 4] xyxy
-                pixels, ``masks`` [N, H, W] bool, ``mask_valid`` [N] bool.
+                pixels (clamped), ``mask_valid`` / ``box_valid`` [N] bool, ``valid_masks``
+                [Nv, H, W] bool.
             img_meta: Needs ``batch_input_shape`` (or ``pad_shape`` / ``img_shape``).
 
         Returns:
@@ -79,7 +111,8 @@ class PointSampledHungarianMatcher:
         pred = InstanceData(
             scores=pred_logits.float(),
             bboxes=bbox_cxcywh_to_xyxy(pred_boxes.float()) * factor)
-        gt = InstanceData(labels=target.labels, bboxes=target.bboxes, mask_valid=target.mask_valid)
+        gt = InstanceData(labels=target.labels, bboxes=target.bboxes, mask_valid=target.mask_valid,
+                          box_valid=target.box_valid)
         valid = target.mask_valid
         if pred_masks is not None and bool(valid.any()):
             # Mask2Former matcher: the same uniform random points for predictions and targets.
@@ -88,7 +121,7 @@ class PointSampledHungarianMatcher:
             pred.masks = point_sample(pred_masks.float().unsqueeze(1),
                                       coords.expand(num_q, -1, -1)).squeeze(1)
             gt_points = pred.masks.new_zeros((num_gt, self.num_points))
-            valid_masks = target.masks[valid].unsqueeze(1).float()
+            valid_masks = target.valid_masks.unsqueeze(1).float()  # [Nv, 1, H, W]
             gt_points[valid] = point_sample(valid_masks,
                                             coords.expand(valid_masks.shape[0], -1,
                                                           -1)).squeeze(1)

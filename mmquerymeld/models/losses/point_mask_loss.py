@@ -62,7 +62,8 @@ class PointSampledMaskLoss(BaseModule):
 
         Args:
             masks: Mask logits ``[B, Q, h, w]``.
-            targets: Prepared gt per image (``masks`` [N, H, W] bool, ``mask_valid`` [N]).
+            targets: Prepared gt per image (``GtTargets``: ``mask_valid`` [N], the valid
+                targets' ``valid_masks`` [Nv, H, W] bool and ``mask_rows`` [N]).
             indices: Per image ``(query_idx, gt_idx)``.
             batch_idx: ``[M]`` image of each matched pair (concatenated ``indices``).
             query_idx: ``[M]`` query of each matched pair.
@@ -78,8 +79,8 @@ class PointSampledMaskLoss(BaseModule):
             return {'loss_mask': zero, 'loss_dice': zero.clone()}
         src = masks[batch_idx[valid], query_idx[valid]].unsqueeze(1)  # [M, 1, h, w]
         tgt = torch.cat([
-            t.masks[g[t.mask_valid[g]]] for t, (_, g) in zip(targets, indices)
-        ]).unsqueeze(1).to(src.dtype)  # [M, 1, H, W]
+            t.gather_masks(g[t.mask_valid[g]]) for t, (_, g) in zip(targets, indices)
+        ]).unsqueeze(1).to(src.dtype)  # [M, 1, H, W], gathered from the valid masks only
         with torch.no_grad():
             coords = get_uncertain_point_coords_with_randomness(
                 src.detach(), None, self.num_points, self.oversample_ratio,

@@ -4,7 +4,9 @@ Paper section 3.2: "Hungarian matching is applied across all object queries, wit
 differentiating between query types"; section 3.3, eq. (1): focal class loss against the text
 embeddings, L1 + GIoU box loss, BCE + dice mask loss. Costs, weights, point sampling and the
 per-layer / encoder / denoising supervision follow Mask DINO (Li et al., 2023) and mmdet's
-Mask2Former head. Box-only ground truth (``mask_valid`` False) has no mask cost and no mask loss.
+Mask2Former head. Box-only ground truth (``mask_valid`` False) has no mask cost and no mask loss;
+ground truth without box supervision (``box_valid`` False: semantic-task targets and panoptic
+stuff, Mask DINO's ``loss_boxes_panoptic``) has no box cost and no box loss.
 
 The parts live beside this file: matching (:mod:`.matching`), point-sampled mask losses
 (:mod:`.point_mask_loss`) and denoising supervision (:mod:`.denoising_losses`); this module
@@ -21,7 +23,8 @@ from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
-from mmquerymeld.models.task_modules import prepare_gt_targets
+from mmquerymeld.models.task_modules import (BOX_SUPERVISION, GtTargets,
+                                             prepare_batch_gt_targets)
 from mmquerymeld.utils import QUERY_TYPES
 from .denoising_losses import DenoisingLossMixin
 from .matching import DEFAULT_ASSIGNER, MatchIndices, PointSampledHungarianMatcher
@@ -47,13 +50,15 @@ class QueryMeldCriterion(DenoisingLossMixin, BaseModule):
     (learnable or conditional). Denoising queries are not matched: ``dn_meta`` says which gt each
     reconstructs (Mask DINO).
 
-    Losses (all normalised by the number of gt, averaged over ranks; mask terms by the number of
-    gt that have a mask):
+    Losses (normalised by the number of gt, averaged over ranks; box terms by the number of gt
+    with box supervision, mask terms by the number of gt that have a mask; Mask DINO divides its
+    gated box loss by all gt):
 
     - ``loss_cls``: sigmoid focal loss of ``pred_logits`` [B, Q, K] against one-hot text targets;
       unmatched queries are all-negative; vocabulary entries with ``text_valid`` False are
       excluded. Images with no gt contribute this term only.
-    - ``loss_bbox`` / ``loss_iou``: L1 on normalised cxcywh, GIoU, matched queries only.
+    - ``loss_bbox`` / ``loss_iou``: L1 on normalised cxcywh, GIoU, matched queries whose gt has
+      ``box_valid`` True only.
     - ``loss_mask`` / ``loss_dice``: BCE and dice on ``num_points`` importance-sampled points
       (Mask2Former / PointRend), matched queries whose gt has ``mask_valid`` True only.
 
@@ -76,6 +81,10 @@ class QueryMeldCriterion(DenoisingLossMixin, BaseModule):
         importance_sample_ratio (float): Share of points chosen by uncertainty. Defaults to 0.75.
         num_match_points (int, optional): Uniform random points for the mask match costs.
             Defaults to ``num_points``.
+        box_supervision (str): Which gt get box loss and box matching cost when
+            ``gt_instances`` has no ``box_valid``: ``'things'`` (Mask DINO: not the targets of
+            semantic samples nor the stuff of panoptic samples, by ``metainfo['thing_flags']``)
+            or ``'all'``. Defaults to ``'things'``.
         init_cfg (dict, optional): Initialisation config.
     """
 
@@ -90,10 +99,15 @@ class QueryMeldCriterion(DenoisingLossMixin, BaseModule):
                  oversample_ratio: float = 3.0,
                  importance_sample_ratio: float = 0.75,
                  num_match_points: Optional[int] = None,
+                 box_supervision: str = 'things',
                  init_cfg: OptMultiConfig = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if num_points <= 0:
             raise ValueError(f'num_points must be positive, got {num_points}')
+        if box_supervision not in BOX_SUPERVISION:
+            raise ValueError(f'box_supervision must be one of {BOX_SUPERVISION}, got '
+                             f'{box_supervision!r}')
+        self.box_supervision = box_supervision
         self.matcher = PointSampledHungarianMatcher(assigner, int(num_match_points or num_points))
         self.loss_cls = MODELS.build(copy.deepcopy(loss_cls or DEFAULT_LOSS_CLS))
         self.loss_bbox = MODELS.build(copy.deepcopy(loss_bbox or DEFAULT_LOSS_BBOX))
@@ -137,6 +151,17 @@ class QueryMeldCriterion(DenoisingLossMixin, BaseModule):
         """Share of points chosen by uncertainty."""
         return self.mask_loss.importance_sample_ratio
 
+    # ------------------------------------------------------------------ targets
+
+    def prepare_targets(self, batch_gt_instances: Sequence[InstanceData],
+                        batch_img_metas: Sequence[dict],
+                        device: Optional[torch.device] = None) -> List[GtTargets]:
+        """The batch's ``GtTargets`` (shared by denoising, matching and the losses), prepared
+        once by ``prepare_batch_gt_targets`` with this criterion's ``box_supervision``; raw
+        ``gt_instances`` are prepared, prepared targets pass through."""
+        return prepare_batch_gt_targets(batch_gt_instances, batch_img_metas, device,
+                                        self.box_supervision)
+
     # ------------------------------------------------------------------ matching
 
     def match(self, pred_logits: Tensor, pred_boxes: Tensor, pred_masks: Optional[Tensor],
@@ -148,21 +173,22 @@ class QueryMeldCriterion(DenoisingLossMixin, BaseModule):
             pred_boxes: Boxes [Q, 4], cxcywh normalised by ``img_meta['batch_input_shape']``.
             pred_masks: Mask logits [Q, h, w] at 1/4 of the batch frame, or None.
             gt_instances: Ground truth as in docs/data_contract.md (``labels``, ``bboxes`` xyxy
-                pixels, ``masks``, ``mask_valid``).
+                pixels, ``masks``, ``mask_valid``), or its prepared ``GtTargets``.
             img_meta: Needs ``batch_input_shape``.
 
         Returns:
             tuple[Tensor, Tensor]: ``query_idx`` [M] and ``gt_idx`` [M], M = min(Q, N).
         """
-        target = prepare_gt_targets(gt_instances, img_meta, pred_logits.device)
+        target = self.prepare_targets([gt_instances], [img_meta], pred_logits.device)[0]
         self._check_labels(target, pred_logits.shape[-1], None, img_meta)
         return self.matcher(pred_logits, pred_boxes, pred_masks, target, img_meta)
 
     # ------------------------------------------------------------------ losses
 
-    def _level_losses(self, level: dict, targets: List[InstanceData],
+    def _level_losses(self, level: dict, targets: List[GtTargets],
                       indices: Sequence[MatchIndices], text_valid: Optional[Tensor],
-                      num_gt: float, num_masks: float, prefix: str) -> Dict[str, Tensor]:
+                      num_gt: float, num_boxes: float, num_masks: float,
+                      prefix: str) -> Dict[str, Tensor]:
         """Losses of one prediction level given its query-to-gt indices.
 
         Args:
@@ -171,7 +197,8 @@ class QueryMeldCriterion(DenoisingLossMixin, BaseModule):
             targets: Prepared gt per image (see ``prepare_gt_targets``).
             indices: Per image, ``(query_idx [M_b], gt_idx [M_b])``.
             text_valid: [B, K] bool or None; False entries get no class loss.
-            num_gt: Normaliser of the class and box losses.
+            num_gt: Normaliser of the class loss.
+            num_boxes: Normaliser of the box losses (gt with ``box_valid``).
             num_masks: Normaliser of the mask losses.
             prefix: Prepended to every key.
 
@@ -202,14 +229,17 @@ class QueryMeldCriterion(DenoisingLossMixin, BaseModule):
                           avg_factor=num_gt)
         }
 
-        # boxes: L1 on normalised cxcywh + GIoU (paper eq. 1, L_b)
-        if query_idx.numel() > 0:
-            src_boxes = boxes[batch_idx, query_idx]
-            tgt_boxes = torch.cat([t.norm_bboxes[g] for t, (_, g) in zip(targets, indices)])
-            losses['loss_bbox'] = self.loss_bbox(src_boxes, tgt_boxes, avg_factor=num_gt)
+        # boxes: L1 on normalised cxcywh + GIoU (paper eq. 1, L_b), gt with box supervision only
+        box_valid = torch.cat([t.box_valid[g] for t, (_, g) in zip(targets, indices)]) \
+            if indices else torch.zeros(0, dtype=torch.bool, device=device)
+        if bool(box_valid.any()):
+            src_boxes = boxes[batch_idx[box_valid], query_idx[box_valid]]
+            tgt_boxes = torch.cat([t.norm_bboxes[g]
+                                   for t, (_, g) in zip(targets, indices)])[box_valid]
+            losses['loss_bbox'] = self.loss_bbox(src_boxes, tgt_boxes, avg_factor=num_boxes)
             losses['loss_iou'] = self.loss_iou(
                 bbox_cxcywh_to_xyxy(src_boxes), bbox_cxcywh_to_xyxy(tgt_boxes),
-                avg_factor=num_gt)
+                avg_factor=num_boxes)
         else:
             losses['loss_bbox'] = boxes.sum() * 0.0
             losses['loss_iou'] = boxes.sum() * 0.0
@@ -235,8 +265,10 @@ class QueryMeldCriterion(DenoisingLossMixin, BaseModule):
                 image, the dn queries with a target and the gt they reconstruct, or None),
                 ``query_types`` ([Q] or [B, Q], optional).
             batch_gt_instances: Per image ``labels`` [N], ``bboxes`` [N, 4] xyxy pixels,
-                ``masks`` (BitmapMasks or Tensor [N, H, W]), ``mask_valid`` [N].
-            batch_img_metas: Per image meta with ``batch_input_shape``.
+                ``masks`` (BitmapMasks or Tensor [N, H, W]), ``mask_valid`` [N], optional
+                ``box_valid`` [N]; or the prepared ``GtTargets`` (:meth:`prepare_targets`).
+            batch_img_metas: Per image meta with ``batch_input_shape`` (``task`` and
+                ``thing_flags`` decide ``box_valid``).
 
         Returns:
             dict[str, Tensor]: The losses (see the class docstring for the keys).
@@ -253,20 +285,18 @@ class QueryMeldCriterion(DenoisingLossMixin, BaseModule):
         if text_valid is not None and tuple(text_valid.shape) != (B, K):
             raise ValueError(f'outputs["text_valid"] has shape {tuple(text_valid.shape)}, '
                              f'expected [{B}, {K}]')
-        targets = [
-            prepare_gt_targets(gt, meta, device)
-            for gt, meta in zip(batch_gt_instances, batch_img_metas)
-        ]
+        targets = self.prepare_targets(batch_gt_instances, batch_img_metas, device)
         for b, target in enumerate(targets):
             self._check_labels(target, K, None if text_valid is None else text_valid[b],
                                batch_img_metas[b])
         num_gt = self._avg_count(sum(len(t) for t in targets), device)
+        num_boxes = self._avg_count(sum(int(t.box_valid.sum()) for t in targets), device)
         num_masks = self._avg_count(sum(int(t.mask_valid.sum()) for t in targets), device)
 
         losses: Dict[str, Tensor] = {}
         indices = self.matcher.match_level(outputs, targets, batch_img_metas)
-        losses.update(
-            self._level_losses(outputs, targets, indices, text_valid, num_gt, num_masks, ''))
+        losses.update(self._level_losses(outputs, targets, indices, text_valid, num_gt,
+                                         num_boxes, num_masks, ''))
         if outputs.get('query_types') is not None:
             losses['matched_conditional_frac'] = self._conditional_frac(
                 outputs['query_types'], indices, B, device)
@@ -274,13 +304,13 @@ class QueryMeldCriterion(DenoisingLossMixin, BaseModule):
             aux_indices = self.matcher.match_level(aux, targets, batch_img_metas)
             losses.update(
                 self._level_losses(aux, targets, aux_indices, aux.get('text_valid', text_valid),
-                                   num_gt, num_masks, f'd{i}.'))
+                                   num_gt, num_boxes, num_masks, f'd{i}.'))
         enc = outputs.get('enc_outputs')
         if enc is not None:
             enc_indices = self.matcher.match_level(enc, targets, batch_img_metas)
             losses.update(
                 self._level_losses(enc, targets, enc_indices, enc.get('text_valid', text_valid),
-                                   num_gt, num_masks, 'enc.'))
+                                   num_gt, num_boxes, num_masks, 'enc.'))
         dn_outputs, dn_meta = outputs.get('dn_outputs'), outputs.get('dn_meta')
         if dn_outputs is not None and dn_meta is not None:
             losses.update(self._dn_losses(dn_outputs, dn_meta, targets, text_valid))

@@ -1,8 +1,11 @@
-"""Matching utilities of QueryMeldNet: mask-validity-gated match costs and gt preparation."""
-from .gt_targets import batch_shape, masks_to_tensor, prepare_gt_targets
-from .match_costs import GatedCrossEntropyLossCost, GatedDiceCost
+"""Matching utilities of QueryMeldNet: validity-gated match costs and gt preparation."""
+from .gt_targets import (BOX_SUPERVISION, GtTargets, batch_shape, gt_box_valid, masks_to_tensor,
+                         prepare_batch_gt_targets, prepare_gt_targets)
+from .match_costs import (GatedBBoxL1Cost, GatedCrossEntropyLossCost, GatedDiceCost,
+                          GatedIoUCost)
 
 __all__ = [
-    'GatedCrossEntropyLossCost', 'GatedDiceCost', 'prepare_gt_targets', 'masks_to_tensor',
-    'batch_shape'
+    'GatedCrossEntropyLossCost', 'GatedDiceCost', 'GatedBBoxL1Cost', 'GatedIoUCost',
+    'GtTargets', 'prepare_gt_targets', 'prepare_batch_gt_targets', 'gt_box_valid',
+    'masks_to_tensor', 'batch_shape', 'BOX_SUPERVISION'
 ]

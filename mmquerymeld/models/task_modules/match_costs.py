@@ -1,9 +1,12 @@
-"""Mask match costs gated by ``gt_instances.mask_valid`` (box-only ground truth has no mask cost).
+"""Match costs gated per ground truth: mask costs by ``mask_valid``, box costs by ``box_valid``.
 
-The costs are mmdet's ``CrossEntropyLossCost`` and ``DiceCost`` (the Mask2Former / Mask DINO
-matcher); the gate follows issue 5: a ground truth whose mask is not annotated (detection data
-without synthetic masks) gets a mask cost of 0 in its column, so its matching is decided by the
-class and box costs alone.
+The mask costs are mmdet's ``CrossEntropyLossCost`` and ``DiceCost`` (the Mask2Former / Mask DINO
+matcher); a ground truth whose mask is not annotated (detection data without synthetic masks)
+gets a mask cost of 0 in its column, so its matching is decided by the class and box costs alone.
+The box costs are mmdet's ``BBoxL1Cost`` and ``IoUCost``; a ground truth without box supervision
+(semantic-task targets, panoptic stuff) gets a box cost of 0 in its column. Mask DINO's matcher
+fills those columns with the mean of the thing columns instead: a constant column does not change
+a one-to-one assignment either, and 0 keeps the column independent of the other targets.
 """
 from typing import Optional
 
@@ -12,7 +15,8 @@ import torch.nn.functional as F
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from mmdet.models.task_modules.assigners.match_cost import CrossEntropyLossCost, DiceCost
+from mmdet.models.task_modules.assigners.match_cost import (BBoxL1Cost, CrossEntropyLossCost,
+                                                            DiceCost, IoUCost)
 from mmdet.registry import TASK_UTILS
 
 
@@ -121,3 +125,67 @@ class GatedDiceCost(DiceCost):
             Tensor: Cost matrix [Q, N].
         """
         return _gated_mask_cost(super().__call__, pred_instances, gt_instances)
+
+
+def _gate_box_columns(cost: Tensor, gt_instances: InstanceData) -> Tensor:
+    """Zero the cost columns of gt with ``box_valid`` False (missing: all valid)."""
+    if 'box_valid' not in gt_instances or cost.numel() == 0:
+        return cost
+    valid = gt_instances.box_valid.to(device=cost.device, dtype=torch.bool)
+    return cost.masked_fill(~valid[None], 0.0)
+
+
+@TASK_UTILS.register_module()
+class GatedBBoxL1Cost(BBoxL1Cost):
+    """mmdet's L1 box cost, 0 for gt columns with ``box_valid`` False.
+
+    Args:
+        box_format (str): ``'xyxy'`` or ``'xywh'`` (cxcywh), as ``BBoxL1Cost``.
+        weight (float): Cost weight. Defaults to 1.
+    """
+
+    def __call__(self,
+                 pred_instances: InstanceData,
+                 gt_instances: InstanceData,
+                 img_meta: Optional[dict] = None,
+                 **kwargs) -> Tensor:
+        """Compute the gated cost.
+
+        Args:
+            pred_instances: ``bboxes`` [Q, 4] xyxy pixels.
+            gt_instances: ``bboxes`` [N, 4] xyxy pixels, optional ``box_valid`` [N] bool.
+            img_meta: Needs ``img_shape``.
+
+        Returns:
+            Tensor: Cost matrix [Q, N].
+        """
+        return _gate_box_columns(super().__call__(pred_instances, gt_instances, img_meta),
+                                 gt_instances)
+
+
+@TASK_UTILS.register_module()
+class GatedIoUCost(IoUCost):
+    """mmdet's (G)IoU box cost, 0 for gt columns with ``box_valid`` False.
+
+    Args:
+        iou_mode (str): ``'iou'`` or ``'giou'``, as ``IoUCost``.
+        weight (float): Cost weight. Defaults to 1.
+    """
+
+    def __call__(self,
+                 pred_instances: InstanceData,
+                 gt_instances: InstanceData,
+                 img_meta: Optional[dict] = None,
+                 **kwargs) -> Tensor:
+        """Compute the gated cost.
+
+        Args:
+            pred_instances: ``bboxes`` [Q, 4] xyxy pixels.
+            gt_instances: ``bboxes`` [N, 4] xyxy pixels, optional ``box_valid`` [N] bool.
+            img_meta: Unused.
+
+        Returns:
+            Tensor: Cost matrix [Q, N].
+        """
+        return _gate_box_columns(super().__call__(pred_instances, gt_instances, img_meta),
+                                 gt_instances)
