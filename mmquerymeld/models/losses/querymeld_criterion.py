@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from mmquerymeld.models.task_modules import (BOX_SUPERVISION, GtTargets,
                                              prepare_batch_gt_targets)
-from mmquerymeld.utils import QUERY_TYPES
+from mmquerymeld.utils import QUERY_TYPES, to_fp32
 from .denoising_losses import DenoisingLossMixin
 from .matching import DEFAULT_ASSIGNER, MatchIndices, PointSampledHungarianMatcher
 from .point_mask_loss import DEFAULT_LOSS_DICE, DEFAULT_LOSS_MASK, PointSampledMaskLoss
@@ -274,6 +274,11 @@ class QueryMeldCriterion(DenoisingLossMixin, BaseModule):
             dict[str, Tensor]: The losses (see the class docstring for the keys).
         """
         logits = outputs['pred_logits']
+        if torch.is_autocast_enabled(logits.device.type):
+            # matching costs and losses in fp32 (a 12544-point BCE cost sum overflows fp16);
+            # .float() alone is undone by autocast inside einsum / matmul
+            with torch.autocast(device_type=logits.device.type, enabled=False):
+                return self(to_fp32(outputs), batch_gt_instances, batch_img_metas)
         if logits.dim() != 3:
             raise ValueError(f'outputs["pred_logits"] must be [B, Q, K], got {tuple(logits.shape)}')
         B, _, K = logits.shape
