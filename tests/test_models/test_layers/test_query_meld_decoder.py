@@ -148,6 +148,93 @@ def test_decoder_keeps_denoising_and_matching_apart():
     assert not torch.allclose(hidden4[-1][:, P:], hidden[-1][:, P:])
 
 
+def _set_grads(loss, attn, x):
+    """Gradients of ``loss`` w.r.t. the input queries and each direction's attention weights."""
+    learn_p = list(attn.learn_attn.parameters())
+    cond_p = list(attn.cond_attn.parameters())
+    grads = torch.autograd.grad(loss, [x] + learn_p + cond_p, allow_unused=True)
+    gx = grads[0]
+    norm = lambda gs: sum(0.0 if g is None else float(g.abs().sum()) for g in gs)  # noqa: E731
+    return gx, norm(grads[1:1 + len(learn_p)]), norm(grads[1 + len(learn_p):])
+
+
+@pytest.mark.parametrize('share_weights', [True, False])
+def test_dual_attention_directions_get_gradient_from_both_sets(share_weights):
+    """Each direction reads the other set and writes its own: a loss on the learnable outputs
+    reaches both input sets through ``learn_attn`` only, and vice versa. With
+    ``share_weights=False`` this tells the two modules apart (with True they are one object)."""
+    torch.manual_seed(0)
+    attn = DualQueryCrossAttention(C, num_heads=4, share_weights=share_weights)
+    assert (attn.learn_attn is attn.cond_attn) == share_weights
+    q, pos = _query()
+    w = torch.randn_like(q)  # a random read-out: a plain sum of LayerNorm outputs is ~constant
+    for target, other in ((slice(P, P + NL), slice(P + NL, None)),
+                          (slice(P + NL, None), slice(P, P + NL))):
+        x = q.clone().requires_grad_(True)
+        out = attn(x, pos, P, NL, NC)
+        gx, g_learn, g_cond = _set_grads((out[:, target] * w[:, target]).sum(), attn, x)
+        assert gx[:, target].abs().sum() > 0, 'a set is updated from its own queries'
+        assert gx[:, other].abs().sum() > 0, 'a set is updated from the other set'
+        assert gx[:, :P].abs().sum() == 0, 'denoising queries are never read'
+        learn_target = target.start == P
+        if share_weights:
+            assert g_learn > 0 and g_cond > 0
+        else:
+            # only the target set's own direction module receives gradient
+            assert (g_learn > 0) == learn_target and (g_cond > 0) == (not learn_target)
+
+
+def test_dual_attention_separate_weights_each_direction_updates_its_own_set():
+    """share_weights=False: zeroing one direction's output projection changes only the set that
+    direction writes; with the weights copied across, it equals the shared-weight module."""
+    torch.manual_seed(0)
+    attn = DualQueryCrossAttention(C, num_heads=4, share_weights=False)
+    q, pos = _query()
+    with torch.no_grad():
+        out = attn(q, pos, P, NL, NC)
+        for name, target, kept in (('learn_attn', slice(P, P + NL), slice(P + NL, None)),
+                                   ('cond_attn', slice(P + NL, None), slice(P, P + NL))):
+            zeroed = DualQueryCrossAttention(C, num_heads=4, share_weights=False)
+            zeroed.load_state_dict(attn.state_dict())
+            proj = getattr(zeroed, name).attn.out_proj
+            proj.weight.zero_()
+            proj.bias.zero_()
+            out_z = zeroed(q, pos, P, NL, NC)
+            # the other set is bit-identical: the zeroed module never touches it
+            assert torch.equal(out_z[:, kept], out[:, kept]), name
+            assert (out_z[:, target] - out[:, target]).abs().max() > 1e-2, name
+            assert torch.equal(out_z[:, :P], q[:, :P])
+        shared = DualQueryCrossAttention(C, num_heads=4, share_weights=True)
+        shared.learn_attn.load_state_dict(attn.learn_attn.state_dict())
+        shared.norm.load_state_dict(attn.norm.state_dict())
+        attn.cond_attn.load_state_dict(attn.learn_attn.state_dict())
+        # same weights in both directions -> the same function (summation order is the same:
+        # the two modules run identical kernels on identical inputs)
+        torch.testing.assert_close(attn(q, pos, P, NL, NC), shared(q, pos, P, NL, NC))
+
+
+@pytest.mark.parametrize('share_weights', [True, False])
+def test_meld_model_trains_both_dual_attention_directions(tiny_model, make_batch, share_weights):
+    """In the full model (tiny config, meld strategy), the training loss reaches every parameter
+    of both directions' attention in every layer; with ``share_weights=False`` these are two
+    modules, so a direction that is never run (or whose output is dropped) has no gradient."""
+    model = tiny_model(decoder=dict(layer_cfg=dict(dual_attn_cfg=dict(
+        share_weights=share_weights))))
+    model.train()
+    data = model.data_preprocessor(make_batch(tasks=('panoptic', 'instance')), True)
+    losses = model.loss(data['inputs'], data['data_samples'])
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    layers = model.head.decoder.layers
+    assert len(layers) == 3
+    for i, layer in enumerate(layers):
+        dual = layer.dual_attn
+        assert dual.mode == 'bidirectional'
+        assert (dual.learn_attn is dual.cond_attn) == share_weights
+        for direction in ('learn_attn', 'cond_attn'):
+            for name, p in getattr(dual, direction).named_parameters():
+                assert p.grad is not None and p.grad.abs().sum() > 0, (i, direction, name)
+
+
 def _random_box_heads(n):
     """Per-layer box heads with a non-zero last layer (the head zero-initialises it)."""
     heads = [MLP(C, C, 4, 3) for _ in range(n)]

@@ -52,13 +52,30 @@ def test_selection_rejects_too_many_queries():
 
 
 def test_mask_enhanced_anchors():
-    masks = torch.full((1, 2, 8, 16), -5.0)
-    masks[0, 0, 2:6, 4:12] = 5.0  # box x 4..12, y 2..6 of a 16x8 frame
-    fallback = inverse_sigmoid(torch.tensor([[[0.3, 0.3, 0.1, 0.1]] * 2]))
-    out = masks_to_anchor_logits(masks, fallback).sigmoid()
-    torch.testing.assert_close(out[0, 0], torch.tensor([0.5, 0.5, 0.5, 0.5]), atol=1e-3,
-                               rtol=0)
-    torch.testing.assert_close(out[0, 1], torch.tensor([0.3, 0.3, 0.1, 0.1]))
+    """Boxes of crafted masks, computed by hand (cxcywh normalised by the 16 x 8 mask frame):
+    asymmetric, so swapped axes or a wrong corner give different numbers."""
+    h, w = 8, 16
+    masks = torch.full((2, 3, h, w), -5.0)
+    masks[0, 0, 1:3, 2:10] = 5.0  # rows 1-2, cols 2-9: xyxy (2, 1, 10, 3)
+    masks[0, 1, 7, 15] = 0.01  # one pixel in the bottom-right corner, logit just above 0
+    masks[0, 2, 3:5, 3:5] = -0.01  # just below 0 everywhere: empty -> fallback
+    masks[1, 0, 0, 0] = 5.0  # two blobs: the box spans both, xyxy (0, 0, 13, 6)
+    masks[1, 0, 4:6, 10:13] = 5.0
+    masks[1, 1] = 5.0  # the whole frame
+    # masks[1, 2]: empty -> fallback
+    fallback_boxes = torch.tensor([[[0.3, 0.6, 0.1, 0.2]] * 3, [[0.7, 0.2, 0.4, 0.05]] * 3])
+    out = masks_to_anchor_logits(masks, inverse_sigmoid(fallback_boxes)).sigmoid()
+    assert out.shape == (2, 3, 4)
+    expected = torch.tensor([
+        [[6 / 16, 2 / 8, 8 / 16, 2 / 8], [15.5 / 16, 7.5 / 8, 1 / 16, 1 / 8], [0.3, 0.6, 0.1, 0.2]],
+        [[6.5 / 16, 3 / 8, 13 / 16, 6 / 8], [0.5, 0.5, 1.0, 1.0], [0.7, 0.2, 0.4, 0.05]],
+    ])
+    # float32 log/exp round trip: ~1e-6; a full-frame box is clamped to inverse_sigmoid's
+    # eps=1e-3 (1 -> 0.999), hence atol 2e-3 there
+    full = torch.zeros_like(expected, dtype=torch.bool)
+    full[1, 1, 2:] = True
+    torch.testing.assert_close(out[~full], expected[~full], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[full], expected[full], atol=2e-3, rtol=0)
 
 
 def test_proposal_size_follows_resolution_not_level_order():
