@@ -54,8 +54,48 @@ def test_strategy_models_build(name):
     assert modes == ({'bidirectional'} if name == 'meld' else {'none'})
 
 
-def test_count_params_script():
-    cfg = osp.join(ROOT, 'configs', 'querymeld', 'querymeld_r50_conditional.py')
+def _count(params) -> int:
+    """Elements of distinct parameters (a shared module counted once)."""
+    unique = {id(p): p for p in params}
+    return sum(p.numel() for p in unique.values())
+
+
+@pytest.fixture(scope='module')
+def meld_and_conditional():
+    """The meld and conditional-only R50 models (random weights, the small text tower: it is the
+    same in both and cancels out of every difference below)."""
+    from mmdet.registry import MODELS
+    register_all_modules()
+    models = {}
+    for name in ('meld', 'conditional'):
+        cfg = _cfg(name)
+        cfg.model.backbone.init_cfg = None
+        cfg.model.head.text_encoder.model_name = 'QM-Tiny'
+        cfg.model.head.text_encoder.pretrained = None
+        models[name] = MODELS.build(cfg.model)
+    return models
+
+
+def test_meld_parameters_are_conditional_plus_dual_attention(meld_and_conditional):
+    """The meld config differs from the conditional-only one (same base) by exactly the dual
+    attention of every decoder layer and the learnable queries (content C + anchor 4 each)."""
+    meld, cond = meld_and_conditional['meld'], meld_and_conditional['conditional']
+    dual = _count(p for layer in meld.head.decoder.layers for p in layer.dual_attn.parameters())
+    # one 8-head attention (4 C^2 + 4 C) and a LayerNorm (2 C) per layer, C = 256, 9 layers
+    assert dual > 2_000_000
+    assert _count(p for layer in cond.head.decoder.layers
+                  for p in layer.dual_attn.parameters()) == 0
+    head_cfg = _cfg('meld').model.head
+    learnable = head_cfg.num_learnable_queries * (head_cfg.embed_dims + 4)
+    assert _count(meld.head.decoder.parameters()) - _count(cond.head.decoder.parameters()) == dual
+    assert _count(meld.parameters()) - _count(cond.parameters()) == dual + learnable
+
+
+def test_count_params_script(meld_and_conditional):
+    """The script on the meld config (the paper's model): its decoder line counts the dual
+    attention, and the total without the text tower is in a band that excludes the model
+    without it (the conditional-only config: 47.4 M)."""
+    cfg = osp.join(ROOT, 'configs', 'querymeld', 'querymeld_r50_meld.py')
     env = dict(os.environ, OMP_NUM_THREADS='1')
     res = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'analysis', 'count_params.py'),
                           cfg], capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
@@ -70,8 +110,13 @@ def test_count_params_script():
     parts = [float(line.split()[-2]) for name, line in lines.items()
              if not name.startswith('total')]
     assert sum(parts) == pytest.approx(total, abs=0.05)
-    # R50 (23.5 M) + Mask DINO-sized pixel decoder (9.2 M) and decoder (13.9 M) + heads: 47.4 M;
-    # leaving out the decoder or the pixel decoder would fall below the band
-    assert 45 < without < 50
-    assert float(lines['head.decoder'].split()[-2]) > 10
+    # the printed decoder count (2 decimals, in M) is the decoder's, dual attention included
+    meld, cond = meld_and_conditional['meld'], meld_and_conditional['conditional']
+    decoder = float(lines['head.decoder'].split()[-2])
+    assert decoder == pytest.approx(_count(meld.head.decoder.parameters()) / 1e6, abs=0.006)
+    assert decoder - _count(cond.head.decoder.parameters()) / 1e6 > 2.0
+    # R50 (23.5 M) + Mask DINO-sized pixel decoder (9.2 M) and decoder (13.9 M) + dual attention
+    # (2.4 M) + heads: 49.8 M; leaving out the dual attention (47.4 M), the decoder or the pixel
+    # decoder would fall below the band
+    assert 48.5 < without < 51
     assert 'Mask DINO R50' in res.stdout
