@@ -135,8 +135,30 @@ def _gate_box_columns(cost: Tensor, gt_instances: InstanceData) -> Tensor:
     return cost.masked_fill(~valid[None], 0.0)
 
 
+class _BoxGatedCost:
+    """Mixin for an mmdet box cost: the columns of gt with ``box_valid`` False become 0."""
+
+    def __call__(self,
+                 pred_instances: InstanceData,
+                 gt_instances: InstanceData,
+                 img_meta: Optional[dict] = None,
+                 **kwargs) -> Tensor:
+        """Compute the gated cost.
+
+        Args:
+            pred_instances: ``bboxes`` [Q, 4] xyxy pixels.
+            gt_instances: ``bboxes`` [N, 4] xyxy pixels, optional ``box_valid`` [N] bool.
+            img_meta: As the base cost (``img_shape`` for the L1 cost).
+
+        Returns:
+            Tensor: Cost matrix [Q, N].
+        """
+        return _gate_box_columns(super().__call__(pred_instances, gt_instances, img_meta),
+                                 gt_instances)
+
+
 @TASK_UTILS.register_module()
-class GatedBBoxL1Cost(BBoxL1Cost):
+class GatedBBoxL1Cost(_BoxGatedCost, BBoxL1Cost):
     """mmdet's L1 box cost, 0 for gt columns with ``box_valid`` False.
 
     Args:
@@ -144,48 +166,12 @@ class GatedBBoxL1Cost(BBoxL1Cost):
         weight (float): Cost weight. Defaults to 1.
     """
 
-    def __call__(self,
-                 pred_instances: InstanceData,
-                 gt_instances: InstanceData,
-                 img_meta: Optional[dict] = None,
-                 **kwargs) -> Tensor:
-        """Compute the gated cost.
-
-        Args:
-            pred_instances: ``bboxes`` [Q, 4] xyxy pixels.
-            gt_instances: ``bboxes`` [N, 4] xyxy pixels, optional ``box_valid`` [N] bool.
-            img_meta: Needs ``img_shape``.
-
-        Returns:
-            Tensor: Cost matrix [Q, N].
-        """
-        return _gate_box_columns(super().__call__(pred_instances, gt_instances, img_meta),
-                                 gt_instances)
-
 
 @TASK_UTILS.register_module()
-class GatedIoUCost(IoUCost):
+class GatedIoUCost(_BoxGatedCost, IoUCost):
     """mmdet's (G)IoU box cost, 0 for gt columns with ``box_valid`` False.
 
     Args:
         iou_mode (str): ``'iou'`` or ``'giou'``, as ``IoUCost``.
         weight (float): Cost weight. Defaults to 1.
     """
-
-    def __call__(self,
-                 pred_instances: InstanceData,
-                 gt_instances: InstanceData,
-                 img_meta: Optional[dict] = None,
-                 **kwargs) -> Tensor:
-        """Compute the gated cost.
-
-        Args:
-            pred_instances: ``bboxes`` [Q, 4] xyxy pixels.
-            gt_instances: ``bboxes`` [N, 4] xyxy pixels, optional ``box_valid`` [N] bool.
-            img_meta: Unused.
-
-        Returns:
-            Tensor: Cost matrix [Q, N].
-        """
-        return _gate_box_columns(super().__call__(pred_instances, gt_instances, img_meta),
-                                 gt_instances)
