@@ -69,7 +69,7 @@ class PeakMemory:
 
     def start(self) -> float:
         """Reset the peak; return the memory held now (the baseline)."""
-        gc.collect()  # cheap: the long-lived objects are frozen after the warm-up
+        gc.collect()  # cheap: the long-lived objects are frozen (worker_main)
         if self.cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -176,6 +176,7 @@ def worker_main(spec: Dict, conn) -> None:
     """
     try:
         device = spec['device']
+        gc.freeze()  # long-lived objects (the imports, then the model) are never scanned again
         if spec.get('threads'):
             torch.set_num_threads(spec['threads'])
         torch.manual_seed(spec['seed'])
@@ -184,10 +185,12 @@ def worker_main(spec: Dict, conn) -> None:
         start = time.perf_counter()
         make_data, call, info = _prepare(spec)
         info['build_s'] = time.perf_counter() - start
+        gc.collect()  # scans only what the build created
+        gc.freeze()
         memory = PeakMemory(device)
         out, first = _measure(make_data, call, memory, device)
         gc.collect()
-        gc.freeze()  # keeps later collections (before each repetition) short
+        gc.freeze()
         info.update(first_call_s=first['time_s'], first_peak_mb=first['peak_mb'],
                     model_mb=first['base_mb'], memory_method=memory.method)
         void = info.pop('void', None)
