@@ -275,8 +275,8 @@ def main(argv: Optional[list] = None) -> int:
     RESULT.update(peak_memory())
     RESULT.update(ok=status == 0 and RESULT.get('losses_finite', False) and
                   RESULT.get('iters') == args.iters)
-    RESULT.pop(f't_iter_{args.warmup}', None)
-    RESULT.pop(f't_iter_{args.iters}', None)
+    for key in [k for k in RESULT if k.startswith('t_iter_')]:
+        RESULT.pop(key)
     print('GPU_CHECK_RESULT ' + json.dumps(RESULT, default=str), flush=True)
     return 0 if RESULT['ok'] else 1
 

@@ -38,6 +38,8 @@ WHEELHOUSE=${WHEELHOUSE:-$REPO/wheelhouse}
 WORK=${GPU_CHECK_WORK:-/tmp/gpu_check}
 MMCV_BUILD_TIMEOUT=${MMCV_BUILD_TIMEOUT:-330}
 TRAIN_TIMEOUT=${TRAIN_TIMEOUT:-200}
+SIZE=${GPU_CHECK_SIZE:-1024}   # image size and iterations of the GPU run (overridable for
+ITERS=${GPU_CHECK_ITERS:-50}   # a rehearsal of the GPU branch on another machine)
 mkdir -p "$WORK"
 LOG=${OUT:-$WORK}/gpu_check.log
 exec > >(tee -a "$LOG") 2>&1
@@ -94,7 +96,7 @@ log 'machine'
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$PY" -c 'import sys, torch; print("python", sys.version.split()[0], "torch",
   torch.__version__, "cuda", torch.version.cuda, torch.cuda.is_available())' || exit 1
-echo "cores: $(nproc)"
+echo "cores: $(nproc --all)"  # (plain nproc honours OMP_NUM_THREADS)
 [ -d "$WHEELHOUSE" ] || { log "no $WHEELHOUSE: run --prepare here and carry it"; exit 2; }
 
 log 'step 1: install the wheels (no index, no deps: the image provides torch & co)'
@@ -122,8 +124,9 @@ EOF
 export PYTHONPATH="$REPO:$SITE"
 
 log "step 2: build mmcv 2.1.0 with CUDA ops (time box ${MMCV_BUILD_TIMEOUT}s), data beside it"
+# (timeout signals its whole process group on expiry: ninja / nvcc stop with pip)
 ( timeout "$MMCV_BUILD_TIMEOUT" env PYTHONPATH="$WORK/build_site:$PYTHONPATH" \
-    TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS="$(nproc)" FORCE_CUDA=1 MMCV_WITH_OPS=1 \
+    TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS="${MAX_JOBS:-$(nproc --all)}" FORCE_CUDA=1 MMCV_WITH_OPS=1 \
     "$PY" -m pip install --no-index --no-deps --no-build-isolation --no-compile \
     --target "$WORK/mmcv_site" "$WHEELHOUSE"/mmcv-2.1.0.tar.gz \
     > "$WORK/mmcv_build.log" 2>&1; echo $? > "$WORK/mmcv_build.rc" ) &
@@ -132,7 +135,7 @@ BUILD_PID=$!
 PYTHONPATH="$REPO:$SITE:$LITE" "$PY" -c "
 import sys; sys.path.insert(0, 'tools/analysis')
 import benchmark_gpucheck as g
-g.make_data('$WORK/data1024', 1024, 4)" > "$WORK/data.log" 2>&1 &
+g.make_data('$WORK/data$SIZE', $SIZE, 4)" > "$WORK/data.log" 2>&1 &
 DATA_PID=$!
 wait "$DATA_PID"; log "data generated (exit $?)"; tail -3 "$WORK/data.log"
 wait "$BUILD_PID"
@@ -154,9 +157,9 @@ else
 fi
 [ -n "${OUT:-}" ] && cp "$WORK/mmcv_build.log" "$OUT/mmcv_build.log" 2>/dev/null
 
-log 'steps 3-5: deformable attention check, config, 50 iterations with --amp'
-timeout "$TRAIN_TIMEOUT" "$PY" tools/analysis/benchmark_gpucheck.py --size 1024 --iters 50 \
-  --warmup 10 --workers 8 --amp "${FALLBACK[@]}" --work-dir "$WORK"
+log "steps 3-5: deformable attention check, config, $ITERS iterations at ${SIZE}px with --amp"
+timeout "$TRAIN_TIMEOUT" "$PY" tools/analysis/benchmark_gpucheck.py --size "$SIZE" \
+  --iters "$ITERS" --warmup 10 --workers 8 --amp ${FALLBACK[@]+"${FALLBACK[@]}"} --work-dir "$WORK"
 rc=$?
 [ "$rc" = 124 ] && log "training stopped by its time box (${TRAIN_TIMEOUT}s)"
 log "gpu check finished: exit $rc, ${SECONDS}s in all"
