@@ -22,6 +22,9 @@
 # --dry-run: the tiny demo model at 64 px, 3 iterations, --amp (bf16 autocast on CPU), in the
 # current environment; set OMP_NUM_THREADS=1 on a machine shared with other jobs.
 # The log goes to $OUT/gpu_check.log when $OUT is set (the device tool's output folder).
+# Rehearsal of the GPU branch without a GPU (cp311 wheels, R50 meld at 128 px, 3 iterations):
+#   PYTHON=.venv/bin/python WHEELHOUSE=<cp311 wheelhouse> GPU_CHECK_SIZE=128 GPU_CHECK_ITERS=3 \
+#   MMCV_BUILD_TIMEOUT=30 TRAIN_TIMEOUT=600 bash tools/analysis/gpu_check.sh
 set -uo pipefail
 
 MODE=gpu
