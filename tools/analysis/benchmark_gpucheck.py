@@ -169,15 +169,23 @@ def register_timer_hook(warmup: int) -> None:
 
     @HOOKS.register_module(force=True)
     class GpuCheckTimerHook(Hook):
-        """Wall time of the iterations after ``warmup`` (device-synchronised at both ends) and
-        the finiteness of every logged loss."""
-        priority = 'VERY_LOW'
+        """Wall time of the iterations after ``warmup`` (device-synchronised at both ends), the
+        peak GPU memory and the finiteness of every logged loss.
+
+        It runs first after each iteration (``HIGHEST``): mmengine's log processor resets
+        torch's peak-memory counter whenever it logs, so a reading after it (or at the end of
+        training) sees only the last few iterations.
+        """
+        priority = 'HIGHEST'
 
         def before_train(self, runner) -> None:
             RESULT.update(losses_finite=True, first_loss=None, last_loss=None)
 
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
             it = runner.iter + 1
+            if torch.cuda.is_available():
+                RESULT['cuda_max_allocated_mb'] = max(RESULT.get('cuda_max_allocated_mb', 0.0),
+                                                      torch.cuda.max_memory_allocated() / 2 ** 20)
             if it == warmup or it == runner.max_iters:
                 if torch.cuda.is_available():
                     torch.cuda.synchronize()
@@ -219,8 +227,7 @@ def train(config: str, work_dir: str, amp: bool, msda_pytorch: bool, warmup: int
 def peak_memory() -> Dict[str, float]:
     import resource
     out = dict(cpu_max_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    if torch.cuda.is_available():
-        out['cuda_max_allocated_mb'] = torch.cuda.max_memory_allocated() / 2 ** 20
+    if torch.cuda.is_available():  # (the allocated peak of training: GpuCheckTimerHook)
         out['cuda_max_reserved_mb'] = torch.cuda.max_memory_reserved() / 2 ** 20
     return out
 
