@@ -100,14 +100,35 @@ def machine_lines(machine: Dict, device: str, device_name: Optional[str],
     ]
 
 
+def _header(columns: List[str]) -> List[str]:
+    """A markdown table's header and separator rows."""
+    return ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+
+
+def _measured_cells(rec: Dict, records: List[Dict]) -> List[str]:
+    """Time, its ratio, peak memory and its ratio to the group's Mask2Former."""
+    anchor = _anchor(records, rec)
+    return [_fmt_time(rec), _ratio(rec['median_s'], anchor and anchor['median_s']),
+            f"{rec['peak_mb']:.0f}", _ratio(rec['peak_mb'], anchor and anchor['peak_mb'])]
+
+
+def _row(cells: List[str]) -> str:
+    return '| ' + ' | '.join(cells) + ' |'
+
+
+TRAIN_COLUMNS = ['batch', 'model', 'step time, s: median [min-max]', 'x M2F',
+                 'peak memory of the step above model + optimizer, MB', 'x M2F',
+                 'batch in memory, MB', 'params, M']
+INFER_COLUMNS = ['input (original)', 'task', 'texts', 'model', 'latency, s: median [min-max]',
+                 'x M2F', 'peak predict memory above model, MB', 'x M2F', 'first call, s',
+                 'panoptic segments']
+
+
 def train_table(records: List[Dict], quick: bool) -> List[str]:
     """Markdown rows of the training records (ratios to the group's Mask2Former)."""
     labels = QUICK_LABELS if quick else LABELS
-    lines = ['| batch | model | step time, s: median [min-max] | x M2F | peak memory of the step '
-             'above model + optimizer, MB | x M2F | batch in memory, MB | params, M |',
-             '|---|---|---|---|---|---|---|---|']
+    lines = _header(TRAIN_COLUMNS)
     for rec in records:
-        anchor = _anchor(records, rec)
         size = _shape(rec['size'])
         batch = f'2 x {size}: panoptic + 300-box box-only' if rec['box_only'] else \
             f'2 x {size}: panoptic'
@@ -115,41 +136,32 @@ def train_table(records: List[Dict], quick: bool) -> List[str]:
         if rec['box_only'] and rec['model'] == 'mask2former':
             label += ' (300 boxes as filled-box instance masks: it cannot train on boxes alone)'
         if 'error' in rec:
-            lines.append(f'| {batch} | {label} | failed | - | - | - | - | - |')
+            lines.append(_row([batch, label, 'failed'] + ['-'] * 5))
             continue
-        lines.append(
-            f"| {batch} | {label} | {_fmt_time(rec)} | "
-            f"{_ratio(rec['median_s'], anchor and anchor['median_s'])} | "
-            f"{rec['peak_mb']:.0f} | {_ratio(rec['peak_mb'], anchor and anchor['peak_mb'])} | "
-            f"{rec['batch_mb']:.1f} | {rec['params_m']:.1f} |")
+        lines.append(_row([batch, label] + _measured_cells(rec, records) +
+                          [f"{rec['batch_mb']:.1f}", f"{rec['params_m']:.1f}"]))
     return lines
 
 
 def infer_table(records: List[Dict], quick: bool) -> List[str]:
     """Markdown rows of the inference records (ratios to the group's Mask2Former)."""
     labels = QUICK_LABELS if quick else LABELS
-    lines = ['| input (original) | task | texts | model | latency, s: median [min-max] | x M2F | '
-             'peak predict memory above model, MB | x M2F | first call, s | panoptic segments |',
-             '|---|---|---|---|---|---|---|---|---|---|']
+    lines = _header(INFER_COLUMNS)
     for rec in records:
-        anchor = _anchor(records, rec)
         shape = _shape(rec['size'])
         if tuple(rec['ori']) != tuple(rec['size']):
             shape += f" ({_shape(rec['ori'])})"
         task = 'panoptic' if rec['model'] == 'mask2former' else rec['task']
         texts = '133 classes' if rec['model'] == 'mask2former' else str(rec['vocab'])
+        first = [shape, task, texts, labels[rec['model']]]
         if 'error' in rec:
-            lines.append(f"| {shape} | {task} | {texts} | {labels[rec['model']]} | failed | - | "
-                         '- | - | - | - |')
+            lines.append(_row(first + ['failed'] + ['-'] * 5))
             continue
         counts = sorted(set([rec['segments']] + rec.get('segments_per_rep', []))) \
             if 'segments' in rec else []
-        segs = '/'.join(map(str, counts)) if counts else None
-        lines.append(
-            f"| {shape} | {task} | {texts} | {labels[rec['model']]} | {_fmt_time(rec)} | "
-            f"{_ratio(rec['median_s'], anchor and anchor['median_s'])} | {rec['peak_mb']:.0f} | "
-            f"{_ratio(rec['peak_mb'], anchor and anchor['peak_mb'])} | "
-            f"{rec['first_call_s']:.3g} | {'-' if segs is None else segs} |")
+        segs = '/'.join(map(str, counts)) if counts else '-'
+        lines.append(_row(first + _measured_cells(rec, records) +
+                          [f"{rec['first_call_s']:.3g}", segs]))
     return lines
 
 

@@ -81,18 +81,11 @@ model = dict(
         text_classifier=dict(type='QueryTextClassifier', prior_prob=0.01),
         criterion=dict(
             type='QueryMeldCriterion',
-            # Mask DINO matcher costs and loss weights: class (focal) 4, box L1 5, GIoU 2,
-            # mask BCE 5, dice 5 (QueryMeldCriterion's defaults, spelled out here); box costs
-            # gated by box_valid, mask costs by mask_valid
-            assigner=dict(
-                type='HungarianAssigner',
-                match_costs=[
-                    dict(type='FocalLossCost', alpha=0.25, gamma=2.0, weight=4.0),
-                    dict(type='GatedBBoxL1Cost', box_format='xywh', weight=5.0),
-                    dict(type='GatedIoUCost', iou_mode='giou', weight=2.0),
-                    dict(type='GatedCrossEntropyLossCost', use_sigmoid=True, weight=5.0),
-                    dict(type='GatedDiceCost', pred_act=True, eps=1.0, weight=5.0),
-                ]),
+            # Mask DINO's matcher (the criterion's default assigner, see
+            # mmquerymeld.models.losses.matching.DEFAULT_ASSIGNER): class (focal) 4, box L1 5,
+            # GIoU 2, mask BCE 5, dice 5; box costs gated by box_valid, mask costs by mask_valid.
+            # An ablation overrides it with assigner=dict(type='HungarianAssigner', ...).
+            # The loss weights below are Mask DINO's as well.
             loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
                           reduction='mean', loss_weight=4.0),
             loss_bbox=dict(type='L1Loss', reduction='mean', loss_weight=5.0),
