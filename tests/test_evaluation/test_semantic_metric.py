@@ -63,3 +63,22 @@ def test_cleaned_prompt_texts_match_raw_class_names():
     metric.dataset_meta = dict(classes=raw)
     metric.process({}, [semantic_sample(GT, PRED, texts).to_dict()])
     assert metric.evaluate(1)['semantic/mIoU'] == pytest.approx(MIOU, abs=0.01)
+
+
+def test_thing_and_stuff_miou_split():
+    # class a is a thing (IoU 1/3); b, c are stuff (IoU 2/3, 1/2) -- hand-computed above
+    res = _run([semantic_sample(GT, PRED, CLASSES)], thing_classes=('a', ))
+    assert res['semantic/mIoU_th'] == pytest.approx(100 / 3, abs=0.01)
+    assert res['semantic/mIoU_st'] == pytest.approx(100 * (2 / 3 + 1 / 2) / 2, abs=0.01)
+    assert res['semantic/mIoU'] == pytest.approx(MIOU, abs=0.01)
+    # the same split from dataset_meta['thing_flags'] (things b and c this time)
+    metric = OpenVocabIoUMetric()
+    metric.dataset_meta = dict(classes=CLASSES, thing_flags=[False, True, True])
+    metric.process({}, [semantic_sample(GT, PRED, CLASSES).to_dict()])
+    res = metric.evaluate(1)
+    assert res['semantic/mIoU_th'] == pytest.approx(100 * (2 / 3 + 1 / 2) / 2, abs=0.01)
+    assert res['semantic/mIoU_st'] == pytest.approx(100 / 3, abs=0.01)
+    # without thing / stuff information there is no split; an unknown thing name is an error
+    assert 'semantic/mIoU_th' not in _run([semantic_sample(GT, PRED, CLASSES)])
+    with pytest.raises(KeyError, match='zebra'):
+        _run([semantic_sample(GT, PRED, CLASSES)], thing_classes=('zebra', ))

@@ -1,14 +1,15 @@
 """Semantic segmentation mIoU: mmseg's IoUMetric adapted to the project's samples."""
 import logging
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 from mmdet.registry import METRICS
 from mmengine.logging import print_log
 from mmseg.evaluation.metrics import IoUMetric
 
-from .sample_utils import (as_dict, check_shape, get_field, same_vocabulary, sample_name,
-                           text_to_class_index, to_tensor)
+from .sample_utils import (as_dict, check_shape, class_lookup, get_field, same_vocabulary,
+                           sample_name, text_to_class_index, to_tensor)
 
 
 @METRICS.register_module()
@@ -23,18 +24,27 @@ class OpenVocabIoUMetric(IoUMetric):
     translated too when ``gt_label_space='texts'``. Predictions outside the vocabulary
     (e.g. a void label ``len(texts)``) count as wrong for the gt class and belong to no class.
 
+    ``mIoU_th`` / ``mIoU_st`` (paper Table 2's thing / stuff split, issue 11): the mean IoU over
+    the thing classes and over the stuff classes, reported when thing / stuff is known, from (in
+    this order) the ``thing_classes`` argument, ``dataset_meta['thing_flags']`` (per class) or
+    ``dataset_meta['thing_classes']`` (the rest is stuff).
+
     Args:
         gt_label_space: ``'classes'`` if ``gt_sem_seg`` indexes ``dataset_meta['classes']``
             (mmseg loaders), ``'texts'`` if it indexes the sample's ``texts``.
         **kwargs: Arguments of :class:`mmseg.evaluation.IoUMetric` (``ignore_index``,
             ``iou_metrics``, ``nan_to_num``, ``prefix`` ...). ``output_dir`` / ``format_only``
             are supported as in mmseg.
+        thing_classes: Names of the thing classes (the other classes are stuff), for
+            ``mIoU_th`` / ``mIoU_st``; ``None`` reads them from ``dataset_meta``.
     """
 
     default_prefix: Optional[str] = 'semantic'
 
-    def __init__(self, gt_label_space: str = 'classes', **kwargs) -> None:
+    def __init__(self, gt_label_space: str = 'classes',
+                 thing_classes: Optional[Sequence[str]] = None, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.thing_classes = None if thing_classes is None else [str(c) for c in thing_classes]
         if gt_label_space not in ('classes', 'texts'):
             raise ValueError(f"OpenVocabIoUMetric: gt_label_space must be 'classes' or 'texts', "
                              f'got {gt_label_space!r}')
@@ -89,4 +99,49 @@ class OpenVocabIoUMetric(IoUMetric):
             print_log(f'{type(self).__name__}: no samples were evaluated; returning no metrics',
                       logger='current', level=logging.WARNING)
             return {}
-        return super().compute_metrics(results)
+        metrics = super().compute_metrics(results)
+        flags = None if self.format_only else self._class_thing_flags()
+        if flags is None:
+            return metrics
+        # per-class IoU as mmseg computes it (intersection / union summed over the samples)
+        inter = sum(r[0] for r in results).double()
+        union = sum(r[1] for r in results).double()
+        iou = (inter / union).cpu().numpy()  # NaN for a class absent from gt and prediction
+        flags = np.asarray(flags, dtype=bool)
+        for key, subset in (('mIoU_th', flags), ('mIoU_st', ~flags)):
+            vals = iou[subset]
+            if subset.any() and not np.isnan(vals).all():
+                metrics[key] = float(np.round(np.nanmean(vals) * 100, 2))
+        return metrics
+
+    def _class_thing_flags(self) -> Optional[List[bool]]:
+        """Thing (True) / stuff (False) per class of ``dataset_meta['classes']``, or ``None``.
+
+        Raises:
+            KeyError: If a name of ``thing_classes`` is not a class of the dataset.
+        """
+        meta = self.dataset_meta or {}
+        classes = list(meta.get('classes') or [])
+        if not classes:
+            return None
+        things = self.thing_classes
+        if things is None and meta.get('thing_flags') is not None:
+            flags = [bool(f) for f in meta['thing_flags']]
+            if len(flags) != len(classes):
+                raise ValueError(f"{type(self).__name__}: dataset_meta['thing_flags'] has "
+                                 f'{len(flags)} entries for {len(classes)} classes')
+            return flags
+        if things is None:
+            things = meta.get('thing_classes')
+        if things is None:
+            return None
+        lookup = class_lookup(classes)
+        index = [lookup(t) for t in things]
+        missing = [t for t, i in zip(things, index) if i is None]
+        if missing:
+            raise KeyError(f'{type(self).__name__}: thing_classes {missing[:5]} are not in '
+                           "dataset_meta['classes']")
+        flags = [False] * len(classes)
+        for i in index:
+            flags[i] = True
+        return flags
