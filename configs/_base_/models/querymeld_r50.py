@@ -108,8 +108,13 @@ model = dict(
         initial_pred=True,
         share_box_head=True),
     # keyword arguments of mmquerymeld.models.heads.postprocessing per task; Mask DINO panoptic
-    # inference: object mask threshold 0.25, overlap threshold 0.8; 100 instances per image
+    # inference: object mask threshold 0.25, overlap threshold 0.8; 100 instances per image.
+    # sharpen_temperature: Mask DINO's score sharpening for semantic / panoptic, on as there
+    # (PANO_TRANSFORM_EVAL=True, PANO_TEMPERATURE=0.06: softmax(sigmoid(logits) / 0.06) over the
+    # image's texts; None turns it off). Detection keeps boxes only (box AP needs no masks;
+    # with_masks=True adds the kept predictions' masks).
     test_cfg=dict(
-        panoptic=dict(object_mask_thr=0.25, iou_thr=0.8),
+        semantic=dict(sharpen_temperature=0.06),
+        panoptic=dict(object_mask_thr=0.25, iou_thr=0.8, sharpen_temperature=0.06),
         instance=dict(max_per_image=100),
-        detection=dict(max_per_image=100)))
+        detection=dict(max_per_image=100, with_masks=False)))

@@ -3,14 +3,13 @@
 The fusion-head idea of mmdet's ``MaskFormerFusionHead``: the head predicts per-query class
 logits, mask logits and boxes; this module turns one image's final-layer predictions into the
 data-sample fields of the image's task (docs/data_contract.md, "Predictions"). It owns the frame
-conversion (1/4-resolution padded frame -> ``img_shape`` / ``ori_shape``) and the per-task
-selection (the pure functions of :mod:`mmquerymeld.models.heads.postprocessing`), so that a
-memory-bounded variant (select first, upsample only what is kept) is a change of this module
-only.
+conversion (1/4-resolution padded frame -> ``img_shape`` / ``ori_shape``: boxes here, masks
+through the image's :class:`MaskFrame`, on demand) and the per-task selection (the pure
+functions of :mod:`mmquerymeld.models.heads.postprocessing`), which select first and upsample
+only what they keep; semantic and panoptic maps are formed in row bands.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
-import torch.nn.functional as F
 from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmdet.utils import OptConfigType, OptMultiConfig
@@ -18,6 +17,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmquerymeld.utils import TASKS
+from .mask_frame import MaskFrame
 from .postprocessing import postprocess_by_task
 
 
@@ -25,67 +25,61 @@ from .postprocessing import postprocess_by_task
 class QueryMeldPostProcessor(BaseModule):
     """Per-task post-processing of the final decoder layer's predictions.
 
-    For each image: frame conversion (:meth:`to_image_frame`), removal of the padded vocabulary
-    columns, then the task's function of :mod:`~mmquerymeld.models.heads.postprocessing`
-    (``metainfo['task']``) with the keyword arguments ``test_cfg[task]``.
+    For each image: boxes to the output frame (:meth:`boxes_to_frame`), the image's
+    :class:`MaskFrame` (:meth:`mask_frame`), removal of the padded vocabulary columns, then the
+    task's function of :mod:`~mmquerymeld.models.heads.postprocessing` (``metainfo['task']``)
+    with the keyword arguments ``test_cfg[task]``.
 
     Args:
         test_cfg: Per-task keyword arguments of the post-processing functions, e.g.
-            ``dict(panoptic=dict(object_mask_thr=0.25, iou_thr=0.8),
+            ``dict(panoptic=dict(object_mask_thr=0.25, iou_thr=0.8, sharpen_temperature=0.06),
             instance=dict(max_per_image=100))``; keys must be tasks of
             ``mmquerymeld.utils.TASKS``. The head builds this module from its own ``test_cfg``
             by default, so a model-level ``test_cfg`` keeps its meaning.
+        max_tile_elements: Element budget of one full-resolution working tensor (row band x
+            masks, or a chunk of kept masks; at least one row / mask): 2**24 floats = 64 MB.
         init_cfg: Unused (no parameters), kept for the mmengine signature.
     """
 
-    def __init__(self, test_cfg: OptConfigType = None, init_cfg: OptMultiConfig = None) -> None:
+    def __init__(self, test_cfg: OptConfigType = None, max_tile_elements: int = 2**24,
+                 init_cfg: OptMultiConfig = None) -> None:
         super().__init__(init_cfg=init_cfg)
         test_cfg = dict(test_cfg) if test_cfg else {}
         unknown = sorted(set(test_cfg) - set(TASKS))
         if unknown:
             raise ValueError(f'QueryMeldPostProcessor: test_cfg has keys {unknown} that are not '
                              f'tasks; expected per-task keyword arguments for {TASKS}')
+        if int(max_tile_elements) < 1:
+            raise ValueError('QueryMeldPostProcessor: max_tile_elements must be >= 1, got '
+                             f'{max_tile_elements}')
         self.test_cfg = test_cfg
+        self.max_tile_elements = int(max_tile_elements)
 
     def task_cfg(self, task: str) -> Dict[str, object]:
         """Keyword arguments of ``task``'s post-processing function (a copy of
         ``test_cfg[task]``, empty when not configured)."""
         return dict(self.test_cfg.get(task) or {})
 
+    def mask_frame(self, mask_logits: Tensor, img_meta: dict, rescale: bool = True) -> MaskFrame:
+        """The image's frame: ``[Q, h, w]`` logits of the padded 1/4 frame -> the output frame
+        (padding cropped to ``img_shape``, then resized to ``ori_shape`` when ``rescale``)."""
+        return MaskFrame.from_meta(mask_logits.shape[-2:], img_meta, rescale,
+                                   self.max_tile_elements)
+
     @staticmethod
-    def to_image_frame(mask_logits: Tensor, boxes: Tensor, img_meta: dict,
-                       rescale: bool = True) -> Tuple[Tensor, Tensor]:
-        """Bring 1/4-resolution masks and normalised boxes to the output frame.
-
-        The masks are upsampled to the padded batch frame, the padding is cropped to
-        ``img_shape``, then (``rescale``) resized to ``ori_shape``; boxes are scaled likewise
-        (divided by ``scale_factor``) and clamped to the output frame.
-
-        Args:
-            mask_logits: ``[Q, h, w]`` on the padded frame at 1/4 resolution.
-            boxes: ``[Q, 4]`` normalised cxcywh of the padded frame.
-            img_meta: Image meta (``batch_input_shape``, ``img_shape``, ``ori_shape``,
-                ``scale_factor``).
-            rescale: Target ``ori_shape`` (True) or ``img_shape``.
-
-        Returns:
-            tuple: mask logits ``[Q, H, W]`` and xyxy pixel boxes ``[Q, 4]`` of the target frame.
-        """
+    def boxes_to_frame(boxes: Tensor, img_meta: dict, rescale: bool = True) -> Tensor:
+        """Normalised cxcywh boxes of the padded frame ``[Q, 4]`` -> xyxy pixels ``[Q, 4]`` of
+        the output frame (divided by ``scale_factor`` when ``rescale``), clamped to it."""
         pad_h, pad_w = img_meta['batch_input_shape'][:2]
-        img_h, img_w = img_meta['img_shape'][:2]
-        masks = F.interpolate(mask_logits[None], size=(pad_h, pad_w), mode='bilinear',
-                              align_corners=False)[0, :, :img_h, :img_w]
         boxes = bbox_cxcywh_to_xyxy(boxes) * boxes.new_tensor([pad_w, pad_h, pad_w, pad_h])
-        out_h, out_w = img_h, img_w
+        out_h, out_w = img_meta['img_shape'][:2]
         if rescale:
             out_h, out_w = img_meta['ori_shape'][:2]
-            masks = F.interpolate(masks[None], size=(out_h, out_w), mode='bilinear',
-                                  align_corners=False)[0]
             sf = img_meta.get('scale_factor', (1.0, 1.0))
             boxes = boxes / boxes.new_tensor([sf[0], sf[1], sf[0], sf[1]])
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, out_w)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, out_h)
-        return masks, boxes
+        return boxes
 
     def predict_single(self, cls_logits: Tensor, mask_logits: Tensor, boxes: Tensor,
                        img_meta: dict, query_types: Optional[Tensor] = None,
@@ -97,8 +91,8 @@ class QueryMeldPostProcessor(BaseModule):
                 padding and are dropped).
             mask_logits: ``[Q, h, w]`` at 1/4 of the padded frame.
             boxes: ``[Q, 4]`` normalised cxcywh of the padded frame.
-            img_meta: Image meta with ``texts``, ``task`` and the frame keys of
-                :meth:`to_image_frame` (``thing_flags`` for panoptic).
+            img_meta: Image meta with ``texts``, ``task``, ``batch_input_shape``,
+                ``img_shape``, ``ori_shape``, ``scale_factor`` (``thing_flags`` for panoptic).
             query_types: ``[Q]`` long (``mmquerymeld.utils.QUERY_TYPES``), or None.
             rescale: Results at ``ori_shape`` (True) or ``img_shape``.
 
@@ -108,10 +102,11 @@ class QueryMeldPostProcessor(BaseModule):
         """
         task = img_meta['task']
         num_texts = len(img_meta['texts'])
-        masks, boxes_xyxy = self.to_image_frame(mask_logits, boxes, img_meta, rescale)
-        return postprocess_by_task(task, cls_logits[:, :num_texts], masks, boxes_xyxy,
-                                   query_types, thing_flags=img_meta.get('thing_flags', None),
-                                   **self.task_cfg(task))
+        return postprocess_by_task(
+            task, cls_logits[:, :num_texts], mask_logits,
+            self.boxes_to_frame(boxes, img_meta, rescale), query_types,
+            thing_flags=img_meta.get('thing_flags', None),
+            frame=self.mask_frame(mask_logits, img_meta, rescale), **self.task_cfg(task))
 
     def predict(self, cls_logits: Tensor, mask_logits: Tensor, boxes: Tensor,
                 batch_img_metas: Sequence[dict], query_types: Optional[Tensor] = None,
@@ -137,5 +132,28 @@ class QueryMeldPostProcessor(BaseModule):
             self.predict_single(cls_logits[b], mask_logits[b], boxes[b], meta, query_types,
                                 rescale) for b, meta in enumerate(batch_img_metas)
         ]
+
+    def predict_by_feat(self, all_layers_cls_scores: Sequence[Tensor],
+                        all_layers_bbox_preds: Sequence[Tensor],
+                        all_layers_mask_preds: Sequence[Tensor], batch_img_metas: List[dict],
+                        query_types: Optional[Tensor] = None, rescale: bool = True,
+                        num_dn: int = 0) -> List[Dict[str, object]]:
+        """Post-process the head's per-level predictions: the last level, matching queries.
+
+        Args:
+            all_layers_cls_scores / all_layers_bbox_preds / all_layers_mask_preds: Per level
+                ``[B, N, K]``, ``[B, N, 4]`` and ``[B, N, h, w]``; only the last is used.
+            batch_img_metas: Per image meta (``texts``, ``task``, frame keys).
+            query_types: ``[Q]`` long, or None.
+            rescale: Results at ``ori_shape`` (True) or ``img_shape``.
+            num_dn: Denoising queries in front of the matching queries (dropped).
+
+        Returns:
+            list[dict]: per image, the data-sample fields of its task.
+        """
+        return self.predict(all_layers_cls_scores[-1][:, num_dn:],
+                            all_layers_mask_preds[-1][:, num_dn:],
+                            all_layers_bbox_preds[-1][:, num_dn:], batch_img_metas,
+                            query_types, rescale=rescale)
 
     forward = predict

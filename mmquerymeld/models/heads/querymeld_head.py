@@ -5,7 +5,6 @@ DINO's contract), ``loss`` -> ``loss_by_feat`` and ``predict`` -> ``predict_by_f
 mmdet's ``DINOHead`` / ``Mask2FormerHead`` and mmseg's decode heads.
 """
 import copy
-import logging
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -13,13 +12,11 @@ from mmdet.models.layers.transformer.utils import MLP, inverse_sigmoid
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from mmdet.utils import ConfigType, InstanceList, OptConfigType, OptMultiConfig
-from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from ..layers.denoising import OpenVocabDenoisingGenerator
-from ..layers.query_meld_decoder import QueryMeldDecoder
-from ..text import split_legacy_text_cfg
+from .builders import build_meld_decoder, build_text_side
 from .legacy import legacy_head_keys_hook
 from .outputs import EncoderProposals, LayerPredictions, QueryMeldHeadOutputs
 from .query_generator import MeldQueryGenerator
@@ -49,10 +46,8 @@ class QueryMeldHead(BaseModule):
     Args:
         pixel_decoder: Config of :class:`QueryMeldPixelDecoder`.
         decoder: Config of :class:`QueryMeldDecoder` (``num_layers``, ``layer_cfg``).
-        text_classifier: Config of the query-text classifier (``QueryTextClassifier``);
-            ``query_dims`` defaults to ``embed_dims``, ``text_dims`` to the encoder's. A config of
-            the former ``OpenCLIPTextClassifier`` (with ``text_encoder`` None) is split into the
-            two with a deprecation warning (:func:`split_legacy_text_cfg`).
+        text_classifier: Config of the query-text classifier (``QueryTextClassifier``;
+            defaults and the former ``OpenCLIPTextClassifier``: :func:`build_text_side`).
         text_encoder: Config of the text encoder (``OpenCLIPTextEncoder``): vocabularies ->
             unit-norm embeddings ``[B, K, D]``.
         criterion: Config of the loss (``QueryMeldCriterion``); None for inference-only heads.
@@ -67,8 +62,8 @@ class QueryMeldHead(BaseModule):
         mask_enhanced_box_init: Initialise conditional anchors from the proposals' masks.
         initial_pred: Also predict from the initial queries (one more auxiliary output).
         share_box_head: One box-refinement MLP for all layers (Mask DINO) or one per layer.
-        test_cfg: Per-task keyword arguments of the post-processing functions, e.g.
-            ``dict(panoptic=dict(object_mask_thr=0.25), instance=dict(max_per_image=100))``.
+        test_cfg: Per-task keyword arguments of the post-processing functions
+            (:class:`QueryMeldPostProcessor`), e.g. ``dict(instance=dict(max_per_image=100))``.
         train_cfg: Unused, kept for the mmdet signature.
     """
 
@@ -94,12 +89,9 @@ class QueryMeldHead(BaseModule):
                  init_cfg: OptMultiConfig = None) -> None:
         super().__init__(init_cfg=init_cfg)
         MeldQueryGenerator.check_num_queries(num_learnable_queries, num_conditional_queries)
-        self.embed_dims = embed_dims
-        self.num_learnable = num_learnable_queries
-        self.num_conditional = num_conditional_queries
-        self.initial_pred = initial_pred
-        self.train_cfg = train_cfg
-        self.test_cfg = dict(test_cfg) if test_cfg else {}
+        self.embed_dims, self.initial_pred = embed_dims, initial_pred
+        self.num_learnable, self.num_conditional = num_learnable_queries, num_conditional_queries
+        self.train_cfg, self.test_cfg = train_cfg, dict(test_cfg) if test_cfg else {}
 
         pixel_decoder = copy.deepcopy(dict(pixel_decoder))
         pixel_decoder.setdefault('type', 'QueryMeldPixelDecoder')
@@ -108,36 +100,17 @@ class QueryMeldHead(BaseModule):
             raise ValueError('QueryMeldHead: pixel_decoder.out_channels (mask features) must equal '
                              f'embed_dims={embed_dims}')
 
-        text_classifier = copy.deepcopy(dict(text_classifier))
-        if text_classifier.get('type') == 'OpenCLIPTextClassifier' and text_encoder is None:
-            text_encoder, text_classifier = split_legacy_text_cfg(text_classifier)
-            print_log('QueryMeldHead: text_classifier=OpenCLIPTextClassifier is deprecated; split '
-                      'into text_encoder=OpenCLIPTextEncoder + QueryTextClassifier',
-                      logger='current', level=logging.WARNING)
-        if text_encoder is None:
-            raise ValueError('QueryMeldHead: text_encoder (e.g. OpenCLIPTextEncoder) is required')
-        self.text_encoder = MODELS.build(text_encoder)
+        self.text_encoder, self.text_classifier = build_text_side(text_encoder, text_classifier,
+                                                                  embed_dims)
         text_dims = int(self.text_encoder.text_dims)
-        text_classifier.setdefault('query_dims', embed_dims)
-        text_classifier.setdefault('text_dims', text_dims)
-        self.text_classifier = MODELS.build(text_classifier)
         # checkpoints of the first layout (text side and queries) load as is
         self.register_load_state_dict_pre_hook(legacy_head_keys_hook)
-
-        decoder = copy.deepcopy(dict(decoder))
-        decoder.pop('type', None)
-        if self.num_learnable == 0 or self.num_conditional == 0:
-            # one query set only: nothing to meld (and no unused parameters under DDP)
-            layer_cfg = decoder.setdefault('layer_cfg', {})
-            layer_cfg['dual_attn_cfg'] = dict(layer_cfg.get('dual_attn_cfg') or {}, mode='none')
-        self.decoder = QueryMeldDecoder(**decoder)
-        if self.decoder.embed_dims != embed_dims:
-            raise ValueError(f'QueryMeldHead: decoder embed_dims {self.decoder.embed_dims} != '
-                             f'embed_dims {embed_dims}')
+        self.decoder = build_meld_decoder(decoder, embed_dims, num_learnable_queries,
+                                          num_conditional_queries)
         self.num_layers = self.decoder.num_layers
 
         self.query_generator = MeldQueryGenerator(
-            embed_dims, self.num_learnable, self.num_conditional,
+            embed_dims, num_learnable_queries, num_conditional_queries,
             proposal_base_scale=proposal_base_scale,
             mask_enhanced_box_init=mask_enhanced_box_init)
         self.dn_generator = None
@@ -393,17 +366,9 @@ class QueryMeldHead(BaseModule):
     # ------------------------------------------------------------------ predict
     def predict(self, x: Sequence[Tensor], batch_data_samples: SampleList,
                 rescale: bool = True) -> List[Dict[str, object]]:
-        """Predict and post-process per task (``forward`` -> ``predict_by_feat``).
-
-        Args:
-            x: Multi-scale features.
-            batch_data_samples: Data samples with ``texts``, ``task``, ``img_shape``,
-                ``ori_shape``, ``scale_factor``, ``batch_input_shape``.
-            rescale: Return results at ``ori_shape`` (else at ``img_shape``).
-
-        Returns:
-            list[dict]: per image the data-sample fields to set (docs/data_contract.md).
-        """
+        """Predict and post-process per task (``forward`` -> ``predict_by_feat``): per image
+        the data-sample fields to set (docs/data_contract.md) at ``ori_shape`` (``rescale``) or
+        ``img_shape``; the samples carry ``texts``, ``task`` and the frame keys."""
         batch_img_metas = [sample.metainfo for sample in batch_data_samples]
         outs = self(x, batch_data_samples)
         return self.predict_by_feat(*self.forward_predictions(outs, last_only=True),
@@ -413,19 +378,8 @@ class QueryMeldHead(BaseModule):
                         all_layers_bbox_preds: Sequence[Tensor],
                         all_layers_mask_preds: Sequence[Tensor], batch_img_metas: List[dict],
                         rescale: bool = True, num_dn: int = 0) -> List[Dict[str, object]]:
-        """Post-process the last level's predictions per image and task.
-
-        Args:
-            all_layers_cls_scores / all_layers_bbox_preds / all_layers_mask_preds: Per level
-                ``[B, N, K]``, ``[B, N, 4]`` and ``[B, N, h, w]``; only the last is used.
-            batch_img_metas: Per image meta (``texts``, ``task``, frame keys).
-            rescale: Results at ``ori_shape`` (True) or ``img_shape``.
-            num_dn: Denoising queries in front of the matching queries (dropped).
-
-        Returns:
-            list[dict]: per image, the data-sample fields of its task.
-        """
-        return self.post_processor.predict(
-            all_layers_cls_scores[-1][:, num_dn:], all_layers_mask_preds[-1][:, num_dn:],
-            all_layers_bbox_preds[-1][:, num_dn:], batch_img_metas, self.query_types,
-            rescale=rescale)
+        """Post-process the last level per image and task
+        (:meth:`QueryMeldPostProcessor.predict_by_feat`; arguments as there)."""
+        return self.post_processor.predict_by_feat(
+            all_layers_cls_scores, all_layers_bbox_preds, all_layers_mask_preds,
+            batch_img_metas, self.query_types, rescale=rescale, num_dn=num_dn)

@@ -10,7 +10,7 @@ from mmquerymeld.utils import QUERY_TYPES, register_all_modules
 L, C = QUERY_TYPES['learnable'], QUERY_TYPES['conditional']
 
 
-def test_to_image_frame_crops_padding_and_rescales():
+def test_frame_conversion_crops_padding_and_rescales():
     """Masks and boxes of the padded 1/4 frame come back at ori_shape: padding cropped, then
     divided by scale_factor (w, h)."""
     meta = dict(batch_input_shape=(64, 64), img_shape=(48, 64), ori_shape=(96, 128),
@@ -19,12 +19,15 @@ def test_to_image_frame_crops_padding_and_rescales():
     logits[0, :12, :8] = 10.0  # left half of the image (12 rows = 48 px of 64)
     # box of the left half of the image: xyxy (0, 0, 32, 48) in the padded 64 x 64 frame
     box = torch.tensor([[16 / 64, 24 / 64, 32 / 64, 48 / 64]])
-    masks, boxes = QueryMeldPostProcessor.to_image_frame(logits, box, meta, rescale=True)
+    proc = QueryMeldPostProcessor()
+    masks = proc.mask_frame(logits, meta, rescale=True).upsample(logits)
+    boxes = proc.boxes_to_frame(box, meta, rescale=True)
     assert masks.shape == (1, 96, 128)
     fg = masks[0] > 0
     assert fg[:, :60].all() and not fg[:, 68:].any() and fg[95].any()
     torch.testing.assert_close(boxes, torch.tensor([[0.0, 0.0, 64.0, 96.0]]))
-    masks, boxes = QueryMeldPostProcessor.to_image_frame(logits, box, meta, rescale=False)
+    masks = proc.mask_frame(logits, meta, rescale=False).upsample(logits)
+    boxes = proc.boxes_to_frame(box, meta, rescale=False)
     assert masks.shape == (1, 48, 64)
     torch.testing.assert_close(boxes, torch.tensor([[0.0, 0.0, 32.0, 48.0]]))
 
@@ -51,9 +54,11 @@ def test_predict_drops_padded_texts_and_applies_test_cfg():
     res = proc.predict(cls, masks, boxes, [_meta('instance', ['a', 'b'])], types)[0]
     inst = res['pred_instances']
     assert len(inst) == 3 and inst.labels.max() < 2  # test_cfg[instance], no padded label
-    # the same as the pure functions on the converted frame
-    frame_masks, frame_boxes = proc.to_image_frame(masks[0], boxes[0], _meta('instance', []))
-    expected = postprocess_by_task('instance', cls[0, :, :2], frame_masks, frame_boxes, types,
+    # the same as the pure functions in the image's frame
+    meta = _meta('instance', [])
+    expected = postprocess_by_task('instance', cls[0, :, :2], masks[0],
+                                   proc.boxes_to_frame(boxes[0], meta), types,
+                                   frame=proc.mask_frame(masks[0], meta),
                                    max_per_image=3)['pred_instances']
     torch.testing.assert_close(inst.scores, expected.scores)
     assert torch.equal(inst.masks, expected.masks)
