@@ -7,19 +7,25 @@ forces a common label space, since every label becomes text.
 from __future__ import annotations
 
 import copy
+import json
 import os.path as osp
-from typing import Any, Dict, List, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
 
 from mmdet.datasets import ConcatDataset
 from mmdet.registry import DATASETS, TRANSFORMS
 from mmengine import DefaultScope
 from mmengine.dataset import BaseDataset, Compose
+from mmengine.logging import print_log
+from PIL import Image
 
 from ..utils import TASKS
 from .transforms.loading import SafeLoadImageFromFile, SetSourceInfo
 from .utils import require_dir, require_file, split_thing_stuff
 
 _SOURCE_KEYS = {'dataset', 'pipeline', 'task', 'ratio', 'name'}
+ON_BAD_IMAGE = ('raise', 'skip')
 
 
 def _build_transforms(pipeline: Sequence[Union[dict, Any]]) -> List[Any]:
@@ -48,12 +54,26 @@ class MultiSourceDataset(ConcatDataset):
             and ``name`` (unique).
         lazy_init: build the sources without loading annotations (``full_init`` later).
         max_refetch: bound on the refetches of a source after a skipped (None) sample.
+        exclude_list: samples to leave out: the JSON written by
+            ``tools/misc/check_dataset.py --fix-list`` (path), or its ``exclude`` entries
+            (``[{source, index, path}, ...]``; ``index`` in the source, ``path`` its image,
+            checked so that a stale list fails loudly).
+        on_bad_image: test-mode sources only (training refetches another sample): an image that
+            does not decode either stops the run at once with its path (``'raise'``), or is
+            logged and replaced by a blank placeholder whose sample carries the metainfo
+            ``bad_image`` (its path); ``MultiSourceMetric`` leaves it out of the metrics and
+            reports ``<source>/skipped_images`` (``'skip'``).
     """
 
     def __init__(self, sources: Sequence[dict], lazy_init: bool = False,
-                 max_refetch: int = 20) -> None:
+                 max_refetch: int = 20, exclude_list: Optional[Union[str, list]] = None,
+                 on_bad_image: str = 'raise') -> None:
         if not sources:
             raise ValueError('MultiSourceDataset needs at least one source')
+        if on_bad_image not in ON_BAD_IMAGE:
+            raise ValueError(f'on_bad_image must be one of {ON_BAD_IMAGE}, got {on_bad_image!r}')
+        self.on_bad_image = on_bad_image
+        self.exclude_list = exclude_list
         self.source_names: List[str] = []
         self.source_tasks: List[str] = []
         self.source_ratios: List[float] = []
@@ -138,11 +158,78 @@ class MultiSourceDataset(ConcatDataset):
         meta['task'] = task
         return meta
 
+    def _exclude(self, spec: Union[str, list]) -> None:
+        """Drop the samples named by a fix list (see ``exclude_list``)."""
+        where = spec if isinstance(spec, str) else 'exclude_list'
+        if isinstance(spec, str):
+            require_file(spec, 'exclude list', 'MultiSourceDataset')
+            with open(spec) as f:
+                spec = json.load(f).get('exclude', [])
+        drop: Dict[str, set] = {}
+        for entry in spec:
+            name, index = entry.get('source'), entry.get('index')
+            if name not in self.source_names:
+                continue  # a source of another split / config
+            ds = self.datasets[self.source_names.index(name)]
+            if not isinstance(index, int) or not 0 <= index < len(ds):
+                raise ValueError(f'{where}: source {name!r} has no sample {index}')
+            path = ds.get_data_info(index).get('img_path')
+            if entry.get('path') is not None and str(path) != str(entry['path']):
+                raise ValueError(f'{where}: source {name!r} sample {index} is {path}, not '
+                                 f'{entry["path"]}: the list is stale (rerun check_dataset)')
+            drop.setdefault(name, set()).add(index)
+        for name, indices in drop.items():
+            ds = self.datasets[self.source_names.index(name)]
+            ds.get_subset_([i for i in range(len(ds)) if i not in indices])
+            print_log(f'MultiSourceDataset: source {name!r}: excluded {len(indices)} samples '
+                      f'({where})', logger='current')
+
+    # ------------------------------------------------------------------ test-mode bad images
+    def __getitem__(self, idx: int) -> dict:
+        if not self._fully_initialized:
+            self.full_init()
+        d, local = self._get_ori_dataset_idx(idx)
+        ds = self.datasets[d]
+        if not ds.test_mode:
+            return ds[local]
+        data = ds.prepare_data(local)
+        if data is None:  # SafeLoadImageFromFile could not read the image
+            data = self._bad_test_image(d, local)
+        return data
+
+    def _bad_test_image(self, d: int, local: int) -> dict:
+        ds, name = self.datasets[d], self.source_names[d]
+        info = ds.get_data_info(local)
+        path = info.get('img_path')
+        msg = f'source {name!r}: test image #{local} {path} does not decode'
+        if self.on_bad_image == 'raise':
+            raise RuntimeError(f'{msg}; set on_bad_image=\'skip\' on the MultiSourceDataset to '
+                               'evaluate without it, or leave it out with exclude_list '
+                               '(tools/misc/check_dataset.py --fix-list)')
+        print_log(f'{msg}: skipped (counted as {name}/skipped_images)', logger='current',
+                  level=30)
+        h, w = _placeholder_shape(info)
+        results = dict(info, img=np.zeros((h, w, 3), dtype=np.uint8), img_shape=(h, w),
+                       ori_shape=(h, w))
+        try:
+            for t in ds.pipeline.transforms:
+                if not isinstance(t, SafeLoadImageFromFile):
+                    results = t(results)
+        except Exception as err:  # noqa: BLE001
+            raise RuntimeError(f'{msg}, and its placeholder failed in the pipeline '
+                               f'({type(err).__name__}: {err})') from err
+        results['data_samples'].set_metainfo(dict(bad_image=str(path)))
+        return results
+
     # ------------------------------------------------------------------ info
     def full_init(self) -> None:
         """Load every source's annotations, then refresh the per-source metainfo."""
         if self._fully_initialized:
             return
+        for ds in self.datasets:
+            ds.full_init()
+        if self.exclude_list is not None:
+            self._exclude(self.exclude_list)
         super().full_init()
         for ds, name, task in zip(self.datasets, self.source_names, self.source_tasks):
             info = ds.pipeline.transforms[0]
@@ -184,3 +271,15 @@ class MultiSourceDataset(ConcatDataset):
         start = self.cumulative_sizes[i - 1] if i else 0
         return range(start, self.cumulative_sizes[i])
 
+
+
+def _placeholder_shape(info: dict) -> tuple:
+    """``(h, w)`` of a sample whose image does not decode: its recorded size, else its label
+    map's, else 32 x 32."""
+    if info.get('height') and info.get('width'):
+        return int(info['height']), int(info['width'])
+    seg = info.get('seg_map_path')
+    if seg and osp.isfile(seg):
+        with Image.open(seg) as img:  # reads the header only
+            return img.size[1], img.size[0]
+    return 32, 32

@@ -126,3 +126,39 @@ def test_sem_seg_and_referring_errors(syn_cfg, world, tmp_path):
         LoadSemSegAnnotations()(dict(seg_map_path=str(tmp_path / 'rgb.png')))
     with pytest.raises(FileNotFoundError, match='nothere.png'):
         LoadSemSegAnnotations()(dict(seg_map_path=str(tmp_path / 'nothere.png')))
+
+
+def test_test_mode_bad_image_raises_with_path_or_skips_with_placeholder(coco_copy):
+    files = sorted(os.listdir(coco_copy / 'val2017'))
+    with open(coco_copy / 'val2017' / files[1], 'wb') as f:
+        f.write(b'\xff\xd8\xff truncated')
+    src = _instance_src(coco_copy, test_mode=True)
+    ds = MultiSourceDataset([src])  # default on_bad_image='raise'
+    bad = next(i for i in range(len(ds)) if ds.get_data_info(i)['img_path'].endswith(files[1]))
+    ds[bad - 1 if bad else bad + 1]  # the readable ones load
+    with pytest.raises(RuntimeError, match=f"source 'ins': test image #{bad} .*{files[1]} "
+                                           'does not decode'):
+        ds[bad]
+    skip = MultiSourceDataset([src], on_bad_image='skip')
+    item = skip[bad]
+    sample = item['data_samples']
+    assert sample.bad_image.endswith(files[1]) and sample.source == 'ins'
+    info = skip.get_data_info(bad)
+    assert sample.ori_shape == (info['height'], info['width'])
+    assert not item['inputs'].any()  # a blank placeholder, never another image
+    with pytest.raises(ValueError, match='on_bad_image'):
+        MultiSourceDataset([src], on_bad_image='ignore')
+
+
+def test_exclude_list_drops_named_samples_and_refuses_stale_entries(coco_copy):
+    src = _instance_src(coco_copy, test_mode=True)
+    full = MultiSourceDataset([src])
+    paths = [full.get_data_info(i)['img_path'] for i in range(len(full))]
+    drop = [dict(source='ins', index=1, path=paths[1]), dict(source='other', index=0)]
+    kept = MultiSourceDataset([src], exclude_list=drop)
+    assert [kept.get_data_info(i)['img_path'] for i in range(len(kept))] == \
+        paths[:1] + paths[2:]
+    with pytest.raises(ValueError, match='stale'):
+        MultiSourceDataset([src], exclude_list=[dict(source='ins', index=1, path=paths[0])])
+    with pytest.raises(ValueError, match='has no sample 99'):
+        MultiSourceDataset([src], exclude_list=[dict(source='ins', index=99)])

@@ -121,3 +121,23 @@ def test_no_samples_at_all_returns_empty_dict():
                                mean_over=dict(name='m', key='referring/cIoU'))
     metric.dataset_meta = {}
     assert metric.evaluate(0) == {}
+
+
+def test_undecodable_images_are_left_out_and_counted():
+    """Samples marked ``bad_image`` (MultiSourceDataset(on_bad_image='skip')) do not reach their
+    source's metric and are counted as ``<source>/skipped_images``."""
+    samples, cfg, meta = world()
+    clean = _single_process()
+    evaluator = Evaluator(cfg)
+    evaluator.dataset_meta = meta
+    refcoco = [s for s in samples if s.metainfo['source'] == 'refcoco']
+    broken = []
+    for s in refcoco[:1] * 2:  # two placeholders of one source, each with its path
+        b = s.clone()
+        b.set_metainfo(dict(bad_image='img/broken.jpg'))
+        broken.append(b)
+    evaluator.process(samples + broken)
+    res = evaluator.evaluate(len(samples) + len(broken))
+    assert res.pop('refcoco/skipped_images') == 2
+    assert res == clean  # the placeholders changed no metric
+    assert not any(k.endswith('skipped_images') for k in clean)  # only when something skipped

@@ -12,6 +12,8 @@ from mmengine.structures import BaseDataElement
 from .sample_utils import as_dict
 
 MetricSpec = Union[dict, BaseMetric]
+#: Result entry of a sample whose image did not decode (``MultiSourceDataset(on_bad_image='skip')``)
+SKIPPED = 'skipped'
 
 
 @METRICS.register_module()
@@ -39,6 +41,9 @@ class MultiSourceMetric(BaseMetric):
       metainfo a ``MultiSourceDataset`` exposes), or the whole ``dataset_meta`` if absent.
     - Keys: ``<source>/<sub-metric prefix>/<key>``, e.g. ``coco_pano/panoptic/PQ``,
       ``seginw_a/coco/segm_mAP``; means over sources are top-level keys named by ``name``.
+    - Undecodable images: a sample with the metainfo ``bad_image`` (the placeholder of
+      ``MultiSourceDataset(on_bad_image='skip')``) is left out of its source's metrics and
+      counted as ``<source>/skipped_images`` (a key present only when an image was skipped).
     - Distributed: the sub-metrics never keep results. For every sample this metric stores
       exactly one ``(source, [items of sub-metric 0, items of sub-metric 1, ...])`` entry in its
       own ``results`` (what the sub-metric's ``process`` appended for that sample), so
@@ -133,6 +138,9 @@ class MultiSourceMetric(BaseMetric):
         for sample in data_samples:
             sample = as_dict(sample)  # as mmengine's Evaluator hands it over
             source = self._source_of(sample)
+            if sample.get('bad_image'):  # placeholder of an undecodable image (on_bad_image)
+                self.results.append((source, SKIPPED))
+                continue
             metrics = self.metrics.get(source)
             if metrics is None:
                 if source not in self._warned_sources:
@@ -160,7 +168,11 @@ class MultiSourceMetric(BaseMetric):
         """
         grouped: Dict[str, List[list]] = {s: [[] for _ in m] for s, m in self.metrics.items()}
         counts = {s: 0 for s in self.metrics}
+        skipped: Dict[str, int] = {}
         for source, items in results:
+            if isinstance(items, str) and items == SKIPPED:
+                skipped[source] = skipped.get(source, 0) + 1
+                continue
             if items is None or source not in grouped:
                 continue
             counts[source] += 1
@@ -181,6 +193,11 @@ class MultiSourceMetric(BaseMetric):
                         raise KeyError(f'MultiSourceMetric: two metrics of source "{source}" '
                                        f'both report "{full}"; give them different prefixes')
                     out[full] = value
+
+        for source, num in skipped.items():
+            out[f'{source}/skipped_images'] = num
+            print_log(f'MultiSourceMetric: source "{source}": {num} undecodable images skipped '
+                      '(not in its metrics)', logger='current', level=logging.WARNING)
 
         for spec in self.mean_over:
             sources = spec.get('sources') or list(self.metrics)
