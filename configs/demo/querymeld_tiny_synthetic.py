@@ -18,7 +18,8 @@ max_iters = 2000
 # threshold assumes (its thing scores sit near 0.2), so the demo keeps segments above 0.1.
 model = dict(test_cfg=dict(panoptic=dict(object_mask_thr=0.1)))
 # no validation pass during training: tools/run_demo.sh evaluates (and paints) the final model
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters,
+# ResumableIterBasedTrainLoop: an interrupted run resumes exactly, without replaying its data
+train_cfg = dict(type='ResumableIterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters,
                  val_begin=max_iters + 1)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
@@ -59,7 +60,7 @@ test_evaluator = val_evaluator
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
-    checkpoint=dict(type='CheckpointHook', interval=500, by_epoch=False, max_keep_ckpts=2),
+    checkpoint=dict(type='AtomicCheckpointHook', interval=500, by_epoch=False, max_keep_ckpts=2),
     # the tiny model's instance scores are low (~0.2): draw instances above 0.15
     visualization=dict(type='QueryMeldVisualizationHook', draw=False, max_per_source=6,
                        score_thr=0.15))

@@ -7,6 +7,13 @@ rounding), shuffles it with ``seed + epoch``, and splits it across ranks like mm
 ``DefaultSampler`` (``indices[rank::world_size]``). It therefore works in epoch-based loops
 (finite, ``set_epoch``) and iteration-based ones (mmengine's infinite iterator re-iterates it and
 calls ``set_epoch``).
+
+For exact resumption (``ResumableIterBasedTrainLoop``) the sampler can start an epoch part-way
+(:meth:`MultiSourceRatioSampler.set_start`) instead of having the loop pull every finished batch
+through the loader again, and every index it yields is a :class:`SeededIndex` carrying a seed
+drawn from ``(seed, epoch, position in the epoch)``: the loader reseeds the augmentation RNGs with
+it before loading the sample (``mmquerymeld.engine.seeding``), so a sample's augmentation does not
+depend on which worker loads it or on how many samples that worker loaded before.
 """
 from __future__ import annotations
 
@@ -18,6 +25,25 @@ import torch
 from mmdet.registry import DATA_SAMPLERS
 from mmengine.dist import get_dist_info, sync_random_seed
 from torch.utils.data import Sampler
+
+
+class SeededIndex(int):
+    """A dataset index that carries the seed of its sample's augmentation.
+
+    Behaves as the plain ``int`` everywhere (comparison, arithmetic, indexing); ``seed`` is read by
+    the per-sample seeding fetch of ``mmquerymeld.engine.seeding``.
+    """
+
+    seed: int
+
+    def __new__(cls, value: int, seed: int) -> 'SeededIndex':
+        obj = super().__new__(cls, value)
+        obj.seed = int(seed)
+        return obj
+
+    def __reduce__(self):
+        # pickled into the loader workers' index queues
+        return SeededIndex, (int(self), self.seed)
 
 
 def allocate(total: int, weights: Sequence[float]) -> List[int]:
@@ -105,6 +131,7 @@ class MultiSourceRatioSampler(Sampler):
             self.num_samples = math.ceil((self.num_samples_total - self.rank) / self.world_size)
             self.total_size = self.num_samples_total
         self.epoch = 0
+        self.start = 0
 
     def epoch_indices(self) -> List[int]:
         """The global (all-rank) index sequence of the current epoch, before padding."""
@@ -129,11 +156,25 @@ class MultiSourceRatioSampler(Sampler):
             indices = indices[order]
         return indices.tolist()
 
+    def sample_seeds(self) -> np.ndarray:
+        """One augmentation seed per global position of the current epoch (all ranks).
+
+        Returns:
+            ``[total_size]`` int64 array drawn from ``(seed, epoch)``: independent of the world
+            size, the number of loader workers and the resume point.
+        """
+        rng = np.random.default_rng([self.seed, self.epoch])
+        return rng.integers(0, 2**31 - 1, size=self.total_size, dtype=np.int64)
+
     def __iter__(self) -> Iterator[int]:
         indices = self.epoch_indices()
         if self.round_up and len(indices) < self.total_size:
             indices = (indices * (self.total_size // len(indices) + 1))[:self.total_size]
-        return iter(indices[self.rank:self.total_size:self.world_size])
+        seeds = self.sample_seeds()
+        positions = range(self.rank, self.total_size, self.world_size)
+        start, self.start = self.start, 0  # a start position applies to one pass only
+        for pos in positions[start:]:
+            yield SeededIndex(indices[pos], seeds[pos])
 
     def __len__(self) -> int:
         return self.num_samples
@@ -141,3 +182,15 @@ class MultiSourceRatioSampler(Sampler):
     def set_epoch(self, epoch: int) -> None:
         """Change the shuffle of the next epoch (called by mmengine's loops)."""
         self.epoch = epoch
+
+    def set_start(self, start: int) -> None:
+        """Begin the next pass at this rank's ``start``-th index of the epoch (resume).
+
+        Args:
+            start: Number of this rank's indices of the current epoch already consumed,
+                ``0 <= start <= len(self)``. It applies to the next ``__iter__`` only.
+        """
+        if not 0 <= start <= self.num_samples:
+            raise ValueError(f'MultiSourceRatioSampler.set_start: start {start} outside '
+                             f'[0, {self.num_samples}]')
+        self.start = int(start)

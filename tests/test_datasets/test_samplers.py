@@ -124,3 +124,35 @@ def test_mmdet_batch_composition_sampler_also_works(two_sources):
     for _ in range(5):
         batch = [next(it) for _ in range(4)]
         assert sum(i < boundary for i in batch) == 3
+
+
+def test_set_start_resumes_the_epoch_part_way(two_sources):
+    """Resume: the pass after ``set_start(k)`` is the epoch's tail; the next pass is whole."""
+    import pickle
+
+    from mmquerymeld.datasets.samplers import SeededIndex
+    sampler = MultiSourceRatioSampler(two_sources, ratios=[3, 1], seed=5)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    assert all(isinstance(i, SeededIndex) for i in full)
+    sampler.set_start(7)
+    tail = list(sampler)
+    assert tail == full[7:] and [i.seed for i in tail] == [i.seed for i in full[7:]]
+    assert list(sampler) == full  # one pass only
+    clone = pickle.loads(pickle.dumps(full[3]))  # into the loader workers' index queues
+    assert clone == full[3] and clone.seed == full[3].seed
+    with pytest.raises(ValueError, match='set_start'):
+        sampler.set_start(len(sampler) + 1)
+
+
+def test_sample_seeds_follow_the_global_position(two_sources):
+    """Seeds depend on (seed, epoch, position in the epoch): not on the rank split."""
+    whole = MultiSourceRatioSampler(two_sources, ratios=[1, 1], seed=1, round_up=False)
+    seeds = [i.seed for i in whole]
+    ranks = [MultiSourceRatioSampler(two_sources, ratios=[1, 1], seed=1, round_up=False,
+                                     rank=r, world_size=2) for r in range(2)]
+    for r, sampler in enumerate(ranks):
+        assert [i.seed for i in sampler] == seeds[r::2]
+    whole.set_epoch(1)
+    assert [i.seed for i in whole] != seeds
+    assert len(set(seeds)) == len(seeds)

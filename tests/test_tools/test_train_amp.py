@@ -2,24 +2,15 @@
 import glob
 import json
 import math
-import os
 import os.path as osp
 import subprocess
 import sys
 
 import numpy as np
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from train_env import REPO, train_env
+
 ONE_IMAGE_CFG = osp.join(REPO, 'tests', 'data', 'configs', 'querymeld_tiny_one_image.py')
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join([REPO, osp.join(REPO, 'tests', 'data'),
-                                         env.get('PYTHONPATH', '')])
-    env.setdefault('OMP_NUM_THREADS', '1')
-    env['CUDA_VISIBLE_DEVICES'] = ''  # the CPU (bf16) path, also on a machine with a GPU
-    return env
 
 
 def test_train_amp_cpu_bf16_one_image(tmp_path):
@@ -38,8 +29,8 @@ def test_train_amp_cpu_bf16_one_image(tmp_path):
     cmd = [sys.executable, osp.join(REPO, 'tools', 'train.py'), str(probe_cfg), '--amp',
            '--work-dir', str(work_dir)]
     # the config's data_root is relative ('data/synthetic/'): run from the folder holding it
-    proc = subprocess.run(cmd, cwd=str(tmp_path), env=_env(), capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(cmd, cwd=str(tmp_path), env=train_env(cpu_only=True),
+                          capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     # --amp without CUDA chose the bf16 wrapper (the config the run used is dumped)

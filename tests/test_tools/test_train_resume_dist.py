@@ -1,5 +1,4 @@
 """tools/train.py: training, checkpoint/resume under torch's weights_only default, torchrun launch."""
-import os
 import os.path as osp
 import socket
 import subprocess
@@ -8,21 +7,13 @@ import sys
 import pytest
 import torch
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from train_env import REPO, train_env
+
 TINY_CFG = osp.join(REPO, 'tests', 'data', 'configs', 'tiny_retinanet_coco.py')
 
 
-def _env() -> dict:
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join([REPO, osp.join(REPO, 'tests', 'data'),
-                                         env.get('PYTHONPATH', '')])
-    env.pop('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', None)
-    env.setdefault('OMP_NUM_THREADS', '1')
-    return env
-
-
 def _run(cmd, timeout=600) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True,
+    proc = subprocess.run(cmd, cwd=REPO, env=train_env(), capture_output=True, text=True,
                           timeout=timeout)
     assert proc.returncode == 0, f'{cmd}\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-4000:]}'
     return proc
@@ -92,7 +83,7 @@ def test_dist_train_two_cpu_processes(tmp_path, tiny_coco_root):
     cmd = ['bash', 'tools/dist_train.sh', TINY_CFG, '2', '--work-dir', work_dir,
            '--cfg-options', f'train_dataloader.dataset.data_root={tiny_coco_root}/',
            'train_cfg.max_iters=3']
-    env = _env()
+    env = train_env()
     env['PORT'] = env_port
     env['PYTHON'] = sys.executable
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -109,7 +100,7 @@ def test_dist_train_querymeld_on_synthetic_world(tmp_path):
     from mmquerymeld.testing import generate_synthetic_world
     generate_synthetic_world(str(tmp_path / 'data' / 'synthetic'), seed=1, num_train=4,
                              num_val=2)
-    env = _env()
+    env = train_env()
     env['PORT'] = str(_free_port())
     env['PYTHON'] = sys.executable
     cfg = osp.join(REPO, 'configs', 'demo', 'querymeld_tiny_synthetic.py')

@@ -4,7 +4,10 @@
 _base_ = './schedule_50e.py'
 
 max_iters = 368750
-train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, val_interval=5000)
+# ResumableIterBasedTrainLoop (mmquerymeld/engine/loops.py): resumes restore the sampler position
+# instead of replaying every finished batch
+train_cfg = dict(_delete_=True, type='ResumableIterBasedTrainLoop', max_iters=max_iters,
+                 val_interval=5000)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=10),
     dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters,

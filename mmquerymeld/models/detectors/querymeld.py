@@ -1,13 +1,15 @@
 """QueryMeldNet detector: image encoder (+ neck) and the QueryMeld head."""
-from typing import Dict, Tuple
+from typing import Dict, Tuple, Union
 
 from mmdet.models.detectors.base import BaseDetector
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from mmdet.utils import ConfigType, OptConfigType, OptMultiConfig
+from mmengine.optim import OptimWrapper
 from mmengine.structures import InstanceData, PixelData
 from torch import Tensor
 
+from ...engine.nonfinite import guarded_update
 from ..heads.outputs import QueryMeldHeadOutputs
 
 
@@ -78,6 +80,23 @@ class QueryMeldNet(BaseDetector):
         self._check_samples(batch_data_samples)
         x = self.extract_feat(batch_inputs)
         return self.head.loss(x, batch_data_samples)
+
+    def train_step(self, data: Union[dict, tuple, list],
+                   optim_wrapper: OptimWrapper) -> Dict[str, Tensor]:
+        """mmengine's ``BaseModel.train_step``, except that a NaN / Inf loss skips the step.
+
+        The check and the (distributed) agreement live in
+        :func:`mmquerymeld.engine.nonfinite.guarded_update`; ``NonFiniteLossHook`` logs the
+        skipped step with its samples and stops the run after too many in a row.
+
+        Returns:
+            dict[str, Tensor]: the log variables, plus ``nonfinite_skipped`` (0 or 1).
+        """
+        with optim_wrapper.optim_context(self):
+            data = self.data_preprocessor(data, True)
+            losses = self._run_forward(data, mode='loss')
+        parsed_losses, log_vars = self.parse_losses(losses)
+        return guarded_update(parsed_losses, losses, log_vars, optim_wrapper)
 
     def predict(self, batch_inputs: Tensor, batch_data_samples: SampleList,
                 rescale: bool = True) -> SampleList:
