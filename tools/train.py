@@ -90,6 +90,12 @@ def build_cfg(args: argparse.Namespace) -> Config:
             raise KeyError(f'{args.config}: --auto-scale-lr needs '
                            '`auto_scale_lr = dict(enable=..., base_batch_size=...)`')
         cfg.auto_scale_lr.enable = True
+    if cfg.get('launcher', 'none') != 'none' and not cfg.get('model_wrapper_cfg'):
+        # mmengine's default DDP wrapper and arguments, plus the non-finite-loss guard
+        # (mmquerymeld/engine/nonfinite.py: every rank skips a step whose loss is NaN / Inf)
+        cfg.model_wrapper_cfg = dict(
+            type='NonFiniteGuardDDP', broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None

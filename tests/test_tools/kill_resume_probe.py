@@ -9,6 +9,7 @@ import os.path as osp
 from typing import List, Optional
 
 import torch
+from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
@@ -48,17 +49,22 @@ class PoisonLossHook(Hook):
     the first one.
 
     A forward hook on the criterion's loss modules whose name ends with ``term`` (e.g.
-    ``loss_dice``) adds NaN to their output during those iterations only: the model's real loss
-    path produces a non-finite term, everything else stays finite. ``<out_dir>/before.pth`` /
-    ``after.pth``: the trainable parameters before and after the first poisoned iteration;
-    ``next.pth``: after the iteration that follows it.
+    ``loss_dice``) adds NaN to their output during those iterations only (on ``rank`` only, if
+    given): the model's real loss path produces a non-finite term, everything else stays finite.
+    ``<out_dir>/before_rank<r>.pth`` / ``after_rank<r>.pth``: the trainable parameters before and
+    after the first poisoned iteration; ``next_rank<r>.pth``: after the iteration that follows.
     """
 
-    def __init__(self, iters: List[int], term: str, out_dir: str) -> None:
+    def __init__(self, iters: List[int], term: str, out_dir: str,
+                 rank: Optional[int] = None) -> None:
         self.iters = sorted(iters)
         self.term = term
         self.out_dir = out_dir
+        self.rank = rank  # poison on this rank only (None: every rank)
         self.handles: list = []
+
+    def _file(self, name: str) -> str:
+        return osp.join(self.out_dir, f'{name}_rank{get_rank()}.pth')
 
     def _params(self, runner) -> dict:
         return {k: v.detach().clone() for k, v in _model(runner).named_parameters()
@@ -67,8 +73,8 @@ class PoisonLossHook(Hook):
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         k = runner.iter + 1
         if k == self.iters[0]:
-            torch.save(self._params(runner), osp.join(self.out_dir, 'before.pth'))
-        if k not in self.iters:
+            torch.save(self._params(runner), self._file('before'))
+        if k not in self.iters or self.rank not in (None, get_rank()):
             return
         for name, module in _model(runner).named_modules():
             if name.endswith(self.term):
@@ -82,9 +88,9 @@ class PoisonLossHook(Hook):
             h.remove()
         self.handles = []
         if k == self.iters[0]:
-            torch.save(self._params(runner), osp.join(self.out_dir, 'after.pth'))
+            torch.save(self._params(runner), self._file('after'))
         if k == self.iters[0] + 1:
-            torch.save(self._params(runner), osp.join(self.out_dir, 'next.pth'))
+            torch.save(self._params(runner), self._file('next'))
 
 
 def write_probe_config(path: str, base_cfg: str, hooks: List[dict],

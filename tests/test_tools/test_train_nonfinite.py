@@ -8,6 +8,7 @@ and the third non-finite step in a row (iteration 8) stops the run before its ch
 """
 import math
 import os.path as osp
+import socket
 import subprocess
 import sys
 
@@ -45,9 +46,9 @@ def test_nonfinite_loss_skips_the_step_and_stops_after_n(tmp_path):
     assert 'syn_coco_panoptic' in line and 'coco/train2017/' in line
     assert '(1 in a row, 1 in this run)' in line
     assert 'Non-finite loss at iteration 8' in out and '(3 in a row, 4 in this run)' in out
-    before = torch.load(str(tmp_path / 'before.pth'))
-    after = torch.load(str(tmp_path / 'after.pth'))
-    after_next = torch.load(str(tmp_path / 'next.pth'))
+    before = torch.load(str(tmp_path / 'before_rank0.pth'))
+    after = torch.load(str(tmp_path / 'after_rank0.pth'))
+    after_next = torch.load(str(tmp_path / 'next_rank0.pth'))
     assert all(torch.equal(before[k], after[k]) for k in before)  # no step in iteration 3
     assert any(not torch.equal(after[k], after_next[k]) for k in after)  # training went on
 
@@ -64,3 +65,38 @@ def test_nonfinite_loss_skips_the_step_and_stops_after_n(tmp_path):
     iter4 = next(ln for ln in out.splitlines() if 'Iter(train) [ 4/10]' in ln
                  or 'Iter(train) [4/10]' in ln)
     assert 'nan' not in iter4.lower() and math.isfinite(float(iter4.split(' loss: ')[1].split()[0]))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_nonfinite_on_one_rank_skips_the_step_on_both(tmp_path):
+    """2 CPU processes (tools/dist_train.sh): rank 1's loss is NaN in iteration 2, rank 0's is
+    finite; both skip the step (NonFiniteGuardDDP agrees over the ranks), nobody hangs in the
+    gradient all-reduce, and training goes on."""
+    from mmquerymeld.testing import generate_synthetic_world
+    generate_synthetic_world(str(tmp_path / 'data' / 'synthetic'), seed=0, num_train=2,
+                             num_val=1, img_size=64)
+    cfg = write_probe_config(
+        str(tmp_path / 'cfg.py'), ONE_IMAGE_CFG,
+        [dict(type='PoisonLossHook', iters=[2], term='loss_dice', out_dir=str(tmp_path),
+              rank=1)])
+    env = train_env()
+    env['PORT'] = str(_free_port())
+    env['PYTHON'] = sys.executable
+    cmd = ['bash', osp.join(REPO, 'tools', 'dist_train.sh'), cfg, '2', '--work-dir',
+           str(tmp_path / 'work'), '--cfg-options', 'train_cfg.max_iters=3']
+    proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                          timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    assert 'Non-finite loss at iteration 2' in out and '(on another rank)' in out
+    for rank in (0, 1):
+        before = torch.load(str(tmp_path / f'before_rank{rank}.pth'))
+        after = torch.load(str(tmp_path / f'after_rank{rank}.pth'))
+        after_next = torch.load(str(tmp_path / f'next_rank{rank}.pth'))
+        assert all(torch.equal(before[k], after[k]) for k in before), rank
+        assert any(not torch.equal(after[k], after_next[k]) for k in after), rank

@@ -96,7 +96,7 @@ class QueryMeldNet(BaseDetector):
             data = self.data_preprocessor(data, True)
             losses = self._run_forward(data, mode='loss')
         parsed_losses, log_vars = self.parse_losses(losses)
-        return guarded_update(parsed_losses, losses, log_vars, optim_wrapper)
+        return guarded_update(parsed_losses, log_vars, optim_wrapper)
 
     def predict(self, batch_inputs: Tensor, batch_data_samples: SampleList,
                 rescale: bool = True) -> SampleList:
