@@ -88,6 +88,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='how case processes start (default: fork on CPU, after the imports; '
                         'spawn on CUDA)')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--msda-pytorch', action='store_true',
+                        help="deformable attention on mmcv's PyTorch path in both models (a GPU "
+                        "machine where mmcv's CUDA ops are not built: gpu_check.sh fallback)")
     args = parser.parse_args(argv)
     if args.device is None:
         import torch
@@ -110,7 +113,7 @@ def _base_spec(args: argparse.Namespace) -> Dict:
     return dict(mode=args.mode, quick=args.quick, device=args.device, seed=args.seed,
                 threads=args.threads,
                 m2f_instance_on=not args.m2f_panoptic_only, fixed_segments=args.segments,
-                box_only=False, task='panoptic', vocab=None)
+                box_only=False, task='panoptic', vocab=None, msda_pytorch=args.msda_pytorch)
 
 
 def make_groups(args: argparse.Namespace) -> List[List[Dict]]:

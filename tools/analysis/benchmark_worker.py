@@ -180,6 +180,9 @@ def worker_main(spec: Dict, conn) -> None:
         if spec.get('threads'):
             torch.set_num_threads(spec['threads'])
         torch.manual_seed(spec['seed'])
+        if spec.get('msda_pytorch'):
+            import mmcv.ops.multi_scale_deform_attn as msda
+            msda.IS_CUDA_AVAILABLE = False  # mmcv's CUDA ops not built: its PyTorch path
         from mmengine.logging import MMLogger
         MMLogger.get_current_instance().setLevel(logging.ERROR)  # no per-parameter log lines
         start = time.perf_counter()

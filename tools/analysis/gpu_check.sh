@@ -6,6 +6,11 @@
 #   bash tools/analysis/gpu_check.sh --prepare   # here, with network: fill wheelhouse/ (~14 MB)
 #   bash tools/analysis/gpu_check.sh             # there: the GPU machine (needs wheelhouse/)
 #   bash tools/analysis/gpu_check.sh --dry-run   # any machine: same steps, tiny, CPU, no install
+#   bash tools/analysis/gpu_check.sh --bench     # there: steps 1-2, then the side-by-side
+#        benchmark against Mask2Former (tools/analysis/benchmark.py) at 1024² on the GPU: one
+#        training step (BENCH_TRAIN_TIMEOUT, default 100 s) and predict of every task with an
+#        80-text vocabulary plus semantic with 1203 texts, also for a 2560x3072 original
+#        (BENCH_INFER_TIMEOUT, default 150 s); JSON and tables to $OUT (or $WORK/benchmark)
 #
 # The GPU machine (an H200 with CUDA 13, Python 3.12 and torch 2.11 preinstalled, no mmcv /
 # mmdet, no network) receives the repository through the `device` tool; wheelhouse/ is git-
@@ -31,8 +36,9 @@ MODE=gpu
 case "${1:-}" in
   --prepare) MODE=prepare ;;
   --dry-run) MODE=dry ;;
+  --bench) MODE=bench ;;
   '') ;;
-  *) echo "usage: $0 [--prepare | --dry-run]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--prepare | --dry-run | --bench]" >&2; exit 2 ;;
 esac
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -135,7 +141,7 @@ log "step 2: build mmcv 2.1.0 with CUDA ops (time box ${MMCV_BUILD_TIMEOUT}s), d
     > "$WORK/mmcv_build.log" 2>&1; echo $? > "$WORK/mmcv_build.rc" ) &
 BUILD_PID=$!
 # the generator imports mmquerymeld (hence mmcv): it runs on the mmcv-lite copy
-PYTHONPATH="$REPO:$SITE:$LITE" "$PY" -c "
+[ "$MODE" = bench ] || PYTHONPATH="$REPO:$SITE:$LITE" "$PY" -c "
 import sys; sys.path.insert(0, 'tools/analysis')
 import benchmark_gpucheck as g
 g.make_data('$WORK/data$SIZE', $SIZE, 4)" > "$WORK/data.log" 2>&1 &
@@ -156,9 +162,30 @@ else
   log 'FALLBACK: mmcv-lite + stand-in mmcv._ext; deformable attention on its PyTorch path;'
   log 'the CUDA-vs-PyTorch comparison is skipped'
   export PYTHONPATH="$PYTHONPATH:$LITE"
-  FALLBACK=(--msda-pytorch)
+  FALLBACK=(--msda-pytorch)  # (benchmark_gpucheck.py and benchmark.py take the same flag)
 fi
 [ -n "${OUT:-}" ] && cp "$WORK/mmcv_build.log" "$OUT/mmcv_build.log" 2>/dev/null
+
+if [ "$MODE" = bench ]; then
+  BENCH_OUT=${OUT:-$WORK}/benchmark
+  mkdir -p "$BENCH_OUT"
+  log "bench: one training step, QueryMeldNet vs Mask2Former, 1024² (time box ${BENCH_TRAIN_TIMEOUT:-100}s)"
+  timeout "${BENCH_TRAIN_TIMEOUT:-100}" "$PY" tools/analysis/benchmark.py train --device cuda \
+    --size 1024 --repeats 3 --timeout 60 --out "$BENCH_OUT" ${FALLBACK[@]+"${FALLBACK[@]}"}
+  log "bench train: exit $?"
+  log "bench: predict, 1024² and 1024² of a 2560x3072 original (time box ${BENCH_INFER_TIMEOUT:-150}s)"
+  timeout "${BENCH_INFER_TIMEOUT:-150}" "$PY" tools/analysis/benchmark.py infer --device cuda \
+    --size 1024 --large-original yes --vocab 80 --repeats 3 --timeout 60 --max-procs 8 \
+    --tasks panoptic semantic instance referring foreground --out "$BENCH_OUT" \
+    ${FALLBACK[@]+"${FALLBACK[@]}"}
+  log "bench infer (80 texts): exit $?"
+  timeout "${BENCH_VOCAB_TIMEOUT:-80}" "$PY" tools/analysis/benchmark.py infer --device cuda \
+    --size 1024 --large-original yes --vocab 1203 --repeats 3 --timeout 60 --tasks semantic \
+    --out "$BENCH_OUT" ${FALLBACK[@]+"${FALLBACK[@]}"}
+  log "bench infer (1203 texts): exit $?, ${SECONDS}s in all"
+  cat "$BENCH_OUT"/*.md
+  exit 0
+fi
 
 log "steps 3-5: deformable attention check, config, $ITERS iterations at ${SIZE}px with --amp"
 timeout "$TRAIN_TIMEOUT" "$PY" tools/analysis/benchmark_gpucheck.py --size "$SIZE" \
