@@ -20,8 +20,8 @@ def guarded_update(parsed_loss: Tensor, log_vars: Dict[str, Tensor],
     (one device synchronisation) decides; ``NonFiniteLossHook`` names the terms from the log
     variables.
 
-    In a distributed run (``NonFiniteGuardDDP``) the ranks agree (a non-finite loss on any rank skips the step on all,
-    so no rank waits in a gradient all-reduce the others never join). A skipped batch runs no
+    In a distributed run (``NonFiniteGuardDDP``) the ranks agree: a non-finite loss on any rank
+    skips the step on all, so no rank waits in a gradient all-reduce the others never join. A skipped batch runs no
     backward and no optimizer step: weights, optimizer moments and the fp16 loss scale are left as
     they were. A finite loss always reaches ``update_params``, so the steps that
     ``AmpOptimWrapper``'s GradScaler skips for Inf gradients are its own business and are not

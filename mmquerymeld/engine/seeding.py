@@ -20,8 +20,8 @@ class PerSampleSeededFetch:
     """``dataset.__getitems__`` replacement that reseeds the RNGs per :class:`SeededIndex`.
 
     torch's map-style fetcher calls ``dataset.__getitems__(indices)`` when the attribute exists,
-    so installing an instance of this class on the dataset object (:func:`install_per_sample_seeding`)
-    changes neither the dataset class nor the config. Indices without a ``seed`` load as before.
+    so installing an instance of this class on the dataset object
+    (:func:`install_per_sample_seeding`) changes neither the dataset class nor the config. Indices without a ``seed`` load as before.
 
     Args:
         dataset: The map-style dataset the loader reads.

@@ -1,7 +1,5 @@
 """ResumableIterBasedTrainLoop + TrainStateHook + AtomicCheckpointHook on mmengine's Runner:
 a crashed run resumes to the uninterrupted run's weights without replaying its data."""
-import os.path as osp
-
 import pytest
 import torch
 

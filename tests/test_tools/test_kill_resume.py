@@ -25,7 +25,8 @@ from train_env import REPO, train_env
 DEMO_CFG = osp.join(REPO, 'configs', 'demo', 'querymeld_tiny_synthetic.py')
 MAX_ITERS = 8
 OPTIONS = ['--cfg-options', f'train_cfg.max_iters={MAX_ITERS}',
-           f'train_cfg.val_interval={MAX_ITERS}', f'train_cfg.val_begin={MAX_ITERS + 1}', 'default_hooks.checkpoint.interval=2',
+           f'train_cfg.val_interval={MAX_ITERS}', f'train_cfg.val_begin={MAX_ITERS + 1}',
+           'default_hooks.checkpoint.interval=2',
            'default_hooks.logger.interval=1', 'train_dataloader.batch_size=2',
            'train_dataloader.num_workers=1', 'train_dataloader.persistent_workers=True']
 
