@@ -12,14 +12,14 @@ import copy
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-from mmcv.ops import point_sample
 from mmdet.registry import TASK_UTILS
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmdet.utils import ConfigType
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from mmquerymeld.models.task_modules import GtTargets, batch_shape
+from mmquerymeld.models.task_modules import (GtTargets, batch_shape, sample_mask_points,
+                                              sample_shared_points)
 
 #: Per image, ``(query_idx [M], gt_idx [M])`` long tensors of the matched pairs.
 MatchIndices = Tuple[Tensor, Tensor]
@@ -115,16 +115,15 @@ class PointSampledHungarianMatcher:
                           box_valid=target.box_valid)
         valid = target.mask_valid
         if pred_masks is not None and bool(valid.any()):
-            # Mask2Former matcher: the same uniform random points for predictions and targets.
-            num_q = pred_masks.shape[0]
-            coords = torch.rand((1, self.num_points, 2), device=device)
-            pred.masks = point_sample(pred_masks.float().unsqueeze(1),
-                                      coords.expand(num_q, -1, -1)).squeeze(1)
+            # Mask2Former matcher: the same uniform random points for predictions and targets
+            # (queries as grid_sample channels; targets read in place, no float mask copies)
+            coords = torch.rand((self.num_points, 2), device=device)
+            pred.masks = sample_shared_points(pred_masks.float(), coords)
             gt_points = pred.masks.new_zeros((num_gt, self.num_points))
-            valid_masks = target.valid_masks.unsqueeze(1).float()  # [Nv, 1, H, W]
-            gt_points[valid] = point_sample(valid_masks,
-                                            coords.expand(valid_masks.shape[0], -1,
-                                                          -1)).squeeze(1)
+            num_valid = target.valid_masks.shape[0]
+            gt_points[valid] = sample_mask_points(
+                target.valid_masks, torch.arange(num_valid, device=device),
+                coords[None].expand(num_valid, -1, -1))
             gt.masks = gt_points
         assign_result = self.assigner.assign(pred, gt, img_meta=dict(img_meta, img_shape=(H, W)))
         query_idx = torch.nonzero(assign_result.gt_inds > 0, as_tuple=False).squeeze(1)

@@ -17,6 +17,8 @@ from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 from torch import Tensor
 
+from mmquerymeld.models.task_modules import sample_mask_points
+
 from .matching import MatchIndices
 
 DEFAULT_LOSS_MASK = dict(
@@ -36,6 +38,8 @@ class PointSampledMaskLoss(BaseModule):
         num_points: Points sampled per mask. Defaults to 12544.
         oversample_ratio: Oversampling before uncertainty selection. Defaults to 3.0.
         importance_sample_ratio: Share of points chosen by uncertainty. Defaults to 0.75.
+        chunk_size: Masks whose points are selected at once (bounds the oversampled
+            temporaries; the selection itself does not depend on it). Defaults to 64.
         init_cfg: Initialisation config.
     """
 
@@ -45,6 +49,7 @@ class PointSampledMaskLoss(BaseModule):
                  num_points: int = 12544,
                  oversample_ratio: float = 3.0,
                  importance_sample_ratio: float = 0.75,
+                 chunk_size: int = 64,
                  init_cfg: OptMultiConfig = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.loss_mask = MODELS.build(copy.deepcopy(loss_mask or DEFAULT_LOSS_MASK))
@@ -54,6 +59,9 @@ class PointSampledMaskLoss(BaseModule):
         self.num_points = int(num_points)
         self.oversample_ratio = float(oversample_ratio)
         self.importance_sample_ratio = float(importance_sample_ratio)
+        if chunk_size < 1:
+            raise ValueError(f'chunk_size must be >= 1, got {chunk_size}')
+        self.chunk_size = int(chunk_size)
 
     def forward(self, masks: Tensor, targets: Sequence[InstanceData],
                 indices: Sequence[MatchIndices], batch_idx: Tensor, query_idx: Tensor,
@@ -78,14 +86,22 @@ class PointSampledMaskLoss(BaseModule):
             zero = masks.sum() * 0.0
             return {'loss_mask': zero, 'loss_dice': zero.clone()}
         src = masks[batch_idx[valid], query_idx[valid]].unsqueeze(1)  # [M, 1, h, w]
-        tgt = torch.cat([
-            t.gather_masks(g[t.mask_valid[g]]) for t, (_, g) in zip(targets, indices)
-        ]).unsqueeze(1).to(src.dtype)  # [M, 1, H, W], gathered from the valid masks only
         with torch.no_grad():
-            coords = get_uncertain_point_coords_with_randomness(
-                src.detach(), None, self.num_points, self.oversample_ratio,
-                self.importance_sample_ratio)  # [M, P, 2]
-            tgt_points = point_sample(tgt, coords).squeeze(1)  # [M, P]
+            # uncertainty-based point selection (PointRend), in chunks of masks: its oversampled
+            # [M, 3P] temporaries would otherwise grow with the denoising copies
+            coords = torch.cat([
+                get_uncertain_point_coords_with_randomness(
+                    chunk, None, self.num_points, self.oversample_ratio,
+                    self.importance_sample_ratio)
+                for chunk in src.detach().split(self.chunk_size)
+            ])  # [M, P, 2]
+            # targets read in place at the points (no [M, H, W] float copies of the gt masks)
+            per_image = [g[t.mask_valid[g]] for t, (_, g) in zip(targets, indices)]
+            tgt_points = torch.cat([
+                sample_mask_points(t.valid_masks, t.mask_rows[g], pts)
+                for t, g, pts in zip(targets, per_image,
+                                     coords.split([len(g) for g in per_image]))
+            ]).to(src.dtype)  # [M, P]
         src_points = point_sample(src, coords).squeeze(1)  # [M, P]
         return {
             'loss_mask':
