@@ -149,3 +149,26 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def overfit_steps(model, data: Dict[str, list], iters: int) -> List[float]:
+    """Train ``model`` on one preprocessed batch for ``iters`` AdamW steps (lr 1e-3, no decay,
+    gradient norm clipped at 1); returns the total loss of every step."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    history = []
+    for _ in range(iters):
+        losses = model.loss(data['inputs'], data['data_samples'])
+        total = sum(v for k, v in losses.items() if 'loss' in k)
+        optim.zero_grad()
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optim.step()
+        history.append(total.item())
+    return history
+
+
+@pytest.fixture(scope='session')
+def overfit():
+    """``overfit(model, preprocessed_batch, iters)`` -> per-step total losses."""
+    return overfit_steps

@@ -17,24 +17,14 @@ def _mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(inter) / max(float(union), 1.0)
 
 
-def test_overfit_one_image(tiny_model, make_batch):
+def test_overfit_one_image(tiny_model, make_batch, overfit):
     torch.manual_seed(0)
     model = tiny_model(seed=0)
     batch = make_batch(tasks=('panoptic', ), size=96)
     model.train()
     data = model.data_preprocessor(batch, True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optim = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0, foreach=True)
-    history = []
     start = time.time()
-    for _ in range(ITERS):
-        losses = model.loss(data['inputs'], data['data_samples'])
-        total = sum(v for k, v in losses.items() if 'loss' in k)
-        optim.zero_grad()
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optim.step()
-        history.append(total.item())
+    history = overfit(model, data, ITERS)
     elapsed = time.time() - start
     first, last = np.mean(history[:5]), np.mean(history[-5:])
 

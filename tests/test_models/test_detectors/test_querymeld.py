@@ -27,7 +27,7 @@ OVERFIT_ITERS = 30  # ~30 s on 2 cores; the scene is learned by ~20 (see test_ov
 
 
 @pytest.fixture(scope='module')
-def trained_model(tiny_model, make_batch):
+def trained_model(tiny_model, make_batch, overfit):
     """The tiny model after a short overfit on the panoptic scene of seed 0 (square, circle, sky,
     grass): its predictions have content that a prediction path ignoring the model would miss."""
     previous = torch.get_num_threads()
@@ -36,16 +36,8 @@ def trained_model(tiny_model, make_batch):
         m = tiny_model(seed=0)
         m.train()
         data = m.data_preprocessor(make_batch(tasks=('panoptic', ), seeds=[0]), True)
-        params = [p for p in m.parameters() if p.requires_grad]
-        optim = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
         torch.manual_seed(0)
-        for _ in range(OVERFIT_ITERS):
-            losses = m.loss(data['inputs'], data['data_samples'])
-            total = sum(v for k, v in losses.items() if 'loss' in k)
-            optim.zero_grad()
-            total.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optim.step()
+        overfit(m, data, OVERFIT_ITERS)
     finally:
         torch.set_num_threads(previous)
     m.eval()
