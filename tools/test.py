@@ -19,7 +19,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the directory to save the evaluation metrics')
     parser.add_argument('--out', type=str,
-                        help='dump predictions to a pickle file (.pkl) for offline evaluation')
+                        help='dump predictions to a pickle file (.pkl) for offline evaluation; '
+                        'one process journals every batch to <out>.journal and an interrupted '
+                        'run resumes from it')
     parser.add_argument('--show-dir', help='directory where painted images are saved')
     parser.add_argument('--metrics-out', help='write the final metrics to this JSON file')
     parser.add_argument(
@@ -37,6 +39,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     import mmquerymeld  # noqa: F401
+    import mmquerymeld.evaluation.journal  # noqa: F401  (journal sampler, hook, atomic dump)
     from mmquerymeld.utils.runtime import adapt_cfg_to_device, load_cfg
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint file not found: {args.checkpoint}')
@@ -48,29 +51,53 @@ def main() -> None:
             raise KeyError(f'{args.config}: --show-dir needs a `visualization` default hook')
         hooks.visualization.draw = True
         hooks.visualization.test_out_dir = args.show_dir
+    journal = None
     if args.out is not None:
-        if not args.out.endswith(('.pkl', '.pickle')):
-            raise ValueError(f'--out must be a .pkl or .pickle file, got {args.out}')
-        evaluators = cfg.test_evaluator
-        evaluators = list(evaluators) if isinstance(evaluators, (list, tuple)) else [evaluators]
-        cfg.test_evaluator = evaluators + [dict(type='DumpResults', out_file_path=args.out)]
+        journal = add_dump(cfg, args.out, args.checkpoint, args.launcher == 'none')
     adapt_cfg_to_device(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     metrics = runner.test()
     if args.metrics_out and runner.rank == 0:
         write_metrics(metrics, args.metrics_out)
+    if journal is not None and osp.isfile(journal):
+        os.remove(journal)  # the dump (and metrics) are complete: the next run starts over
+
+
+def add_dump(cfg, out: str, checkpoint: str, journaled: bool) -> str:
+    """Dump predictions to ``out`` (atomically); in one process, through a journal.
+
+    One process: every finished batch is appended to ``<out>.journal``; a rerun of an
+    interrupted evaluation (same checkpoint and dataset) predicts only what the journal lacks
+    (``mmquerymeld.evaluation.journal``). Distributed runs dump at the end only.
+
+    Returns:
+        The journal path, or None.
+    """
+    from mmquerymeld.evaluation.journal import journal_fingerprint, journal_path
+    if not out.endswith(('.pkl', '.pickle')):
+        raise ValueError(f'--out must be a .pkl or .pickle file, got {out}')
+    evaluators = cfg.test_evaluator
+    evaluators = list(evaluators) if isinstance(evaluators, (list, tuple)) else [evaluators]
+    cfg.test_evaluator = evaluators + [dict(type='AtomicDumpResults', out_file_path=out)]
+    if not journaled:
+        return None
+    journal = journal_path(out)
+    sampler = cfg.test_dataloader.get('sampler', {})
+    if sampler.get('shuffle'):
+        raise ValueError('--out with a prediction journal needs an unshuffled test sampler')
+    cfg.test_dataloader.sampler = dict(type='JournalSampler', journal=journal)
+    hook = dict(type='PredictionJournalHook', journal=journal,
+                fingerprint=journal_fingerprint(checkpoint, cfg.test_dataloader.dataset))
+    cfg.custom_hooks = list(cfg.get('custom_hooks', None) or []) + [hook]
+    return journal
 
 
 def write_metrics(metrics: dict, path: str) -> None:
     """Write ``metrics`` as JSON through a temporary file, so a crash never leaves half a file."""
     import json
-    out_dir = osp.dirname(osp.abspath(path))
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = path + '.tmp'
-    plain = _to_json(metrics)
-    with open(tmp, 'w') as f:
-        json.dump(plain, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+
+    from mmquerymeld.utils.atomic import atomic_write
+    atomic_write(path, json.dumps(_to_json(metrics), indent=2, sort_keys=True))
 
 
 def _to_json(obj):
