@@ -88,3 +88,33 @@ def encode_text_tokens(tower: nn.Module, ids: Tensor, context: Optional[Tensor] 
     if proj is None:
         return pooled
     return proj(pooled) if isinstance(proj, nn.Linear) else pooled @ proj
+
+
+#: Placeholder word whose token slots the CoOp context vectors replace.
+CTX_PLACEHOLDER = 'x'
+
+
+def context_prefix(num_context_tokens: int) -> str:
+    """The placeholder words ``"x x ... x"`` whose token slots the context vectors replace."""
+    return ' '.join([CTX_PLACEHOLDER] * num_context_tokens)
+
+
+def check_context_support(model_name: str, own_forward: bool, tokenizer,
+                          num_context_tokens: int, context_length: int) -> None:
+    """Context vectors need open_clip's own text tower and a SOT-first BPE tokenizer.
+
+    Raises:
+        ValueError: The tower / tokenizer cannot take context vectors, or they leave no room.
+    """
+    if not own_forward or not hasattr(tokenizer, 'sot_token_id'):
+        raise ValueError(f'num_context_tokens: learnable context needs an open_clip '
+                         f'TextTransformer with a CLIP tokenizer; {model_name!r} has a '
+                         f'{type(tokenizer).__name__} tokenizer or a tower of another kind')
+    ids = tokenizer([context_prefix(num_context_tokens) + ' cat'], context_length=context_length)
+    slots = ids[0, 1:num_context_tokens + 1]
+    if ids[0, 0] != tokenizer.sot_token_id or slots.unique().numel() != 1:
+        raise ValueError('num_context_tokens: the tokenizer does not map the context '
+                         f'placeholder {CTX_PLACEHOLDER!r} to one token per slot')
+    if num_context_tokens + 3 > context_length:
+        raise ValueError(f'num_context_tokens={num_context_tokens} leaves no room in '
+                         f'context_length={context_length}')

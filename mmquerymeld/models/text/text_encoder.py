@@ -17,7 +17,10 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from mmdet.registry import MODELS
-from .coop import can_trim_padding, encode_text_tokens, supports_token_forward
+from .coop import (can_trim_padding, check_context_support, context_prefix, encode_text_tokens,
+                   supports_token_forward)
+from .disk_cache import (FORMAT_VERSION, TensorsFingerprint, TextEmbeddingDiskCache,
+                         resolve_disk_cache_dir)
 from .embedding_cache import TextEmbeddingCache
 from .open_clip_utils import (build_text_tower, get_tokenizer, load_text_tower_weights,
                               resolve_pretrained, text_embed_dim, tokenize)
@@ -25,10 +28,6 @@ from .pretrained_hints import (quick_gelu_mismatch, random_frozen_tower_warning,
                                text_tower_download_hint)
 from .prompts import PromptRule, PromptRules, build_prompts
 from .templates import TemplateSpec, VocabEntry
-
-#: Placeholder word whose token slots the CoOp context vectors replace.
-_CTX_PLACEHOLDER = 'x'
-
 
 @MODELS.register_module()
 class OpenCLIPTextEncoder(BaseModule):
@@ -44,6 +43,18 @@ class OpenCLIPTextEncoder(BaseModule):
     process and module. With a trainable text path (``freeze_tower=False`` or
     ``num_context_tokens > 0``) the cache is bypassed in training mode and cleared whenever the
     train/eval mode is set; any ``load_state_dict`` also clears it.
+
+    Disk cache (off by default): ``disk_cache_dir='/path'`` in the config, or the environment
+    variable ``MMQM_TEXT_CACHE_DIR=/path`` when the config leaves it None, keeps the embeddings of
+    every encoded vocabulary on disk (:class:`~.disk_cache.TextEmbeddingDiskCache`), so the next
+    process with the same vocabulary (LVIS' 1203 names x 14 templates) skips the text tower. Files
+    are keyed by ``model_name``, a SHA-256 of the tower's weights (hashed once per process and
+    again only when a weight changes; with CoOp context in the prompts, of the context vectors
+    too), the prompt templates / rule, the context length and the entry; concurrent writers are
+    safe (atomic writes) and a corrupt file is reported with its path and recomputed. Misses are
+    always encoded in fp32 (autocast off), so a file never depends on the caller's precision. It
+    serves the same cases as the memory cache (never a trainable text path in training mode); a
+    trainable tower writes a new namespace at every evaluation (its weights changed).
 
     Fine-tuning the tower with a smaller learning rate: in the optimizer wrapper,
     ``paramwise_cfg=dict(custom_keys={'text_encoder.tower': dict(lr_mult=0.1)})`` (the tower's
@@ -72,6 +83,8 @@ class OpenCLIPTextEncoder(BaseModule):
         clean_names: Replace underscores by spaces in class names.
         cache_size: Bound on cached embeddings (LRU); 0 disables the cache.
         cache_dir: Download cache for pretrained tags.
+        disk_cache_dir: Folder of the on-disk embedding cache (see above); None: the value of
+            ``$MMQM_TEXT_CACHE_DIR`` if set, else no disk cache.
         init_cfg: mmengine init config (the pretrained tower is re-loaded after it).
     """
 
@@ -88,6 +101,7 @@ class OpenCLIPTextEncoder(BaseModule):
                  clean_names: bool = True,
                  cache_size: int = 100_000,
                  cache_dir: Optional[str] = None,
+                 disk_cache_dir: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if chunk_size < 1:
@@ -124,7 +138,8 @@ class OpenCLIPTextEncoder(BaseModule):
 
         # CoOp context vectors (LMSeg section 3.2: "[v]_1...[v]_L [class name]", shared).
         if num_context_tokens > 0:
-            self._check_context_support()
+            check_context_support(model_name, self._own_forward, self.tokenizer,
+                                  num_context_tokens, self.context_length)
             width = self.tower.token_embedding.embedding_dim
             self.context_vectors = nn.Parameter(torch.empty(num_context_tokens, width))
             nn.init.normal_(self.context_vectors, std=0.02)
@@ -132,6 +147,10 @@ class OpenCLIPTextEncoder(BaseModule):
             self.register_parameter('context_vectors', None)
 
         self._cache = TextEmbeddingCache(cache_size)
+        disk_dir = resolve_disk_cache_dir(disk_cache_dir)
+        #: The on-disk cache (None when off).
+        self.disk_cache = TextEmbeddingDiskCache(disk_dir) if disk_dir else None
+        self._fingerprints = (TensorsFingerprint(), TensorsFingerprint())  # tower, context
         self._rule_ids: Dict[PromptRule, int] = {}
         #: Number of text-tower passes so far (each processes up to ``chunk_size`` prompts).
         self.tower_calls = 0
@@ -177,24 +196,6 @@ class OpenCLIPTextEncoder(BaseModule):
         load_text_tower_weights(self.tower, path)
         if hasattr(self, '_cache'):
             self._cache.clear()
-
-    def _check_context_support(self) -> None:
-        """Context vectors need open_clip's own text tower and a SOT-first BPE tokenizer."""
-        if not self._own_forward or not hasattr(self.tokenizer, 'sot_token_id'):
-            raise ValueError(f'num_context_tokens: learnable context needs an open_clip '
-                             f'TextTransformer with a CLIP tokenizer; {self.model_name!r} has '
-                             f'{type(self.tower).__name__} / {type(self.tokenizer).__name__}')
-        ids = self.tokenizer([self._ctx_prefix() + ' cat'], context_length=self.context_length)
-        slots = ids[0, 1:self.num_context_tokens + 1]
-        if ids[0, 0] != self.tokenizer.sot_token_id or slots.unique().numel() != 1:
-            raise ValueError('num_context_tokens: the tokenizer does not map the context '
-                             f'placeholder {_CTX_PLACEHOLDER!r} to one token per slot')
-        if self.num_context_tokens + 3 > self.context_length:
-            raise ValueError(f'num_context_tokens={self.num_context_tokens} leaves no room in '
-                             f'context_length={self.context_length}')
-
-    def _ctx_prefix(self) -> str:
-        return ' '.join([_CTX_PLACEHOLDER] * self.num_context_tokens)
 
     def init_weights(self) -> None:
         """Apply this module's ``init_cfg``, then re-load the pretrained tower (a parent's or this
@@ -273,8 +274,7 @@ class OpenCLIPTextEncoder(BaseModule):
             return embeds[torch.tensor([index[e] for e in entries], device=device)]
         missing = self._cache.missing(keys)
         if missing:
-            with torch.no_grad():
-                embeds = self._encode_entries([k[1] for k in missing], temps, raw, uses_context)
+            embeds = self._encode_missing([k[1] for k in missing], temps, raw, uses_context)
             if self._cache.max_entries == 0:
                 lookup = dict(zip(missing, embeds))
                 return torch.stack([lookup[k] for k in keys])
@@ -318,15 +318,31 @@ class OpenCLIPTextEncoder(BaseModule):
                 idx = [union[_hashable(e)] for e in texts_per_sample[b]]
                 rows[b] = embeds[torch.tensor(idx, device=device, dtype=torch.long)]
         out = torch.zeros(num, k_max, self.text_dims, device=device)
-        padded = []
         for b in range(num):
             k = len(texts_per_sample[b])
             valid[b, :k] = True
-            row = rows[b] if rows[b] is not None else out.new_zeros(0, self.text_dims)
-            padded.append(F.pad(row, (0, 0, 0, k_max - k)))
-        if num:
-            out = torch.stack(padded)
+            if k:
+                out[b, :k] = rows[b]  # in place: gradients still reach rows[b]
         return out, valid
+
+    def _encode_missing(self, entries: List[Tuple[str, ...]], templates: Tuple[str, ...],
+                        raw: bool, uses_context: bool) -> Tensor:
+        """Embeddings ``[E, text_dims]`` of entries missing from the memory cache: from the disk
+        cache where present, else from the tower in fp32 (autocast off), without gradients."""
+
+        def encode(todo: List[Tuple[str, ...]]) -> Tensor:
+            with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
+                return self._encode_entries(todo, templates, raw, uses_context)
+
+        if self.disk_cache is None:
+            return encode(entries)
+        weights = self._fingerprints[0](
+            list(self.tower.named_parameters()) + list(self.tower.named_buffers()))
+        context = self._fingerprints[1]([('context_vectors', self.context_vectors)]) \
+            if uses_context else None
+        key = dict(format=FORMAT_VERSION, arch=self.model_name, weights=weights, context=context,
+                   templates=list(templates), raw=raw, context_length=self.context_length)
+        return self.disk_cache.fetch_or_encode(key, entries, encode).to(self.device)
 
     def _encode_entries(self, entries: Sequence[Tuple[str, ...]], templates: Sequence[str],
                         raw: bool, uses_context: bool) -> Tensor:
@@ -344,7 +360,7 @@ class OpenCLIPTextEncoder(BaseModule):
         # Sorted by length: similar lengths share a chunk, trimming the padding saves more.
         prompts, prompt_syn, syn_entry = build_prompts(entries, templates, raw)
         device = self.device
-        prefix = self._ctx_prefix() + ' ' if uses_context else ''
+        prefix = context_prefix(self.num_context_tokens) + ' ' if uses_context else ''
         syn_sum: Optional[Tensor] = None
         prompt_syn_t = torch.tensor(prompt_syn, device=device)
         for start in range(0, len(prompts), self.chunk_size):

@@ -9,6 +9,12 @@ import mmquerymeld.models.text  # noqa: F401  (registers QM-Tiny and the text mo
 from mmquerymeld.models.text import OpenCLIPTextEncoder, QueryTextClassifier
 
 
+@pytest.fixture(autouse=True)
+def _no_disk_cache_from_environment(monkeypatch):
+    """Text tests count tower calls: a user's ``MMQM_TEXT_CACHE_DIR`` must not serve them."""
+    monkeypatch.delenv('MMQM_TEXT_CACHE_DIR', raising=False)
+
+
 @pytest.fixture(scope='session')
 def tiny_ckpt(tmp_path_factory) -> str:
     """An open_clip state dict of a random-init QM-Tiny CLIP (vision + text), as a .pt file."""
