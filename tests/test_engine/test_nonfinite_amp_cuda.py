@@ -2,9 +2,9 @@
 
 Needs a GPU (mmengine's AmpOptimWrapper refuses to build without one); CPU machines skip it.
 The same steps ran as a standalone script (mmengine + this module only) on an H200 (torch 2.11,
-2026-11-30): the step with a finite loss and overflowing scaled
-gradients left the weights as they were and halved the scale (65536 -> 32768) with
-``nonfinite_skipped`` 0; the NaN step was skipped before the scaler (scale unchanged).
+2026-11-30): the step with a finite loss and overflowing scaled gradients left the weights as
+they were and halved the scale (65536 -> 32768) with ``nonfinite_skipped`` 0; the NaN step was
+skipped before the scaler (scale unchanged).
 """
 import pytest
 import torch
