@@ -17,15 +17,17 @@ def _kill_when_paused(cmd, marker, env, timeout=600):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True, text=True)
     end = time.monotonic() + timeout
-    while not (osp.isfile(marker) and osp.getsize(marker) > 0):
-        if proc.poll() is not None:
-            raise AssertionError(f'exited before the pause:\n{proc.stdout.read()[-4000:]}')
-        assert time.monotonic() < end, 'timed out'
-        time.sleep(0.05)
-    tmp_files = open(marker).read().splitlines()
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return tmp_files
+    try:
+        while not (osp.isfile(marker) and osp.getsize(marker) > 0):
+            if proc.poll() is not None:
+                raise AssertionError(f'exited before the pause:\n{proc.stdout.read()[-4000:]}')
+            assert time.monotonic() < end, 'timed out'
+            time.sleep(0.05)
+        return open(marker).read().splitlines()
+    finally:  # also when the pause never comes: no process outlives the test
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def test_backend_put_is_atomic(tmp_path):

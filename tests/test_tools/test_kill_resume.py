@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from kill_resume_probe import write_probe_config
@@ -31,12 +32,28 @@ OPTIONS = ['--cfg-options', f'train_cfg.max_iters={MAX_ITERS}',
            'train_dataloader.num_workers=1', 'train_dataloader.persistent_workers=True']
 
 
+_STARTED = []
+
+
 def _start(root, cfg, work_dir, log, resume=False, env=None):
     cmd = [sys.executable, osp.join(REPO, 'tools', 'train.py'), cfg, '--work-dir', work_dir,
            *(['--resume'] if resume else []), *OPTIONS]
     # a session of its own: SIGKILL goes to the trainer and its loader workers at once
-    return subprocess.Popen(cmd, cwd=root, env=env or train_env(), stdout=log,
+    proc = subprocess.Popen(cmd, cwd=root, env=env or train_env(), stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
+    _STARTED.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _no_survivors():
+    """Kill what a failed test left running (e.g. a trainer held in the write pause)."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def _wait_for(proc, predicate, what, timeout=900):
