@@ -253,7 +253,8 @@ def write_outputs(args: argparse.Namespace, runs: List[Run]) -> Dict[str, str]:
     paths = {k: osp.join(args.work_dir, f'query_study{suffix}.{k}') for k in ('md', 'png', 'json')}
     text = report.markdown(collected, args.strategies, splits, title)
     if args.variant:
-        text = f'test_cfg changes: `{" ".join(args.test_options)}`\n\n' + text
+        changes = ' '.join(args.test_options) or '(none: the config as it is)'
+        text = f'test_cfg changes: `{changes}`\n\n' + text
     atomic_write(paths['md'], text)
     atomic_write(paths['json'], json.dumps(dict(
         iters=runs[0].iters, splits=splits, variant=args.variant,
