@@ -15,12 +15,15 @@ H = W = 16
 THING_FLAGS = [True, False]  # text 0 'square' (thing), text 1 'grass' (stuff)
 
 
-def _case(stuff_prob: float, stuff_score: float, thing_score: float = 0.3):
-    """A conditional query that segments the gt square exactly (class 0) and a learnable query
-    of class 1 (stuff) whose mask covers the image with probability ``stuff_prob``."""
+def _case(stuff_prob: float, stuff_score: float, thing_score: float = 0.3, thing_rows: int = 6):
+    """A conditional query (class 0) whose mask is the first ``thing_rows`` rows of the gt
+    square (6: exact; 5: IoU 30 / 36) and a learnable query of class 1 (stuff) whose mask covers
+    the image with probability ``stuff_prob``."""
     square = torch.zeros(H, W, dtype=torch.bool)
     square[4:10, 4:10] = True
-    thing_logit = torch.where(square, torch.tensor(6.0), torch.tensor(-6.0))
+    part = torch.zeros_like(square)
+    part[4:4 + thing_rows, 4:10] = True
+    thing_logit = torch.where(part, torch.tensor(6.0), torch.tensor(-6.0))
     stuff_logit = torch.full((H, W), float(torch.logit(torch.tensor(stuff_prob))))
     mask_logits = torch.stack([thing_logit, stuff_logit])
     cls = torch.full((2, 2), -8.0)
@@ -52,6 +55,10 @@ def test_thing_lost_to_a_confident_stuff_query():
 def test_thing_kept_when_the_stuff_query_is_unsure_and_not_kept_below_threshold():
     recs = _case(stuff_prob=0.6, stuff_score=0.2)  # 0.2 x 0.6 < 0.3: the thing wins
     assert recs[0]['found'] and recs[0]['kept'] and 'cause' not in recs[0]
+    # PQ's rule: a segment with IoU 30 / 36 > 0.5 matches
+    recs = _case(stuff_prob=0.6, stuff_score=0.2, thing_rows=5)
+    assert recs[0]['finder_iou'] == round(30 / 36, 3)
+    assert recs[0]['found'] and recs[0]['kept']
     recs = _case(stuff_prob=0.6, stuff_score=0.9, thing_score=0.05)  # below object_mask_thr
     assert recs[0]['found'] and not recs[0]['kept']
     assert recs[0]['cause'] == 'finder not kept (score <= object_mask_thr)'
