@@ -4,6 +4,8 @@
         --task semantic --out-dir outputs/
     python tools/infer.py ... --task panoptic --texts circle square sky --thing-flags 1 1 0
     python tools/infer.py ... --task referring --texts "the red circle on the left"
+    python tools/infer.py ... --half                 # fp16 autocast on CUDA, bf16 on the CPU
+    python tools/infer.py ... --text-cache-dir ~/.cache/mmquerymeld/text   # text embeddings on disk
 
 Writes one overlay per image (<out-dir>/<image name>.png; <image name>_<k>.png when names clash
 or the name is one of the input images) and <out-dir>/results.json with a summary of each
@@ -18,6 +20,8 @@ from typing import Any, Dict, List
 import torch
 
 from mmquerymeld.apis import QueryMeldInferencer
+from mmquerymeld.models.text.disk_cache import ENV_VAR
+from mmquerymeld.utils.atomic import atomic_write
 from mmquerymeld.utils.constants import TASKS
 
 
@@ -37,6 +41,12 @@ def parse_args() -> argparse.Namespace:
                         help='instances drawn and listed above this score')
     parser.add_argument('--img-scale', nargs=2, type=int, metavar=('W', 'H'),
                         help="resize scale (default: the config's infer_img_scale)")
+    parser.add_argument('--half', action='store_true',
+                        help='half precision: fp16 autocast on CUDA, bf16 autocast on the CPU '
+                        '(deformable attention and text encoding stay fp32)')
+    parser.add_argument('--text-cache-dir',
+                        help='on-disk text-embedding cache folder (sets MMQM_TEXT_CACHE_DIR): a '
+                        'later call with the same texts skips the text encoder')
     return parser.parse_args()
 
 
@@ -90,8 +100,11 @@ def overlay_paths(images: List[str], out_dir: str) -> List[str]:
 def main() -> None:
     args = parse_args()
     flags = None if args.thing_flags is None else [bool(f) for f in args.thing_flags]
+    if args.text_cache_dir:
+        os.environ[ENV_VAR] = args.text_cache_dir  # read by every OpenCLIPTextEncoder built below
     inferencer = QueryMeldInferencer(args.config, args.checkpoint, device=args.device,
-                                     img_scale=tuple(args.img_scale) if args.img_scale else None)
+                                     img_scale=tuple(args.img_scale) if args.img_scale else None,
+                                     half=args.half)
     os.makedirs(args.out_dir, exist_ok=True)
     summaries = []
     for image, out_file in zip(args.images, overlay_paths(args.images, args.out_dir)):
@@ -102,10 +115,7 @@ def main() -> None:
         summary['overlay'] = out_file
         summaries.append(summary)
         print(f'{image} -> {out_file}')
-    tmp = osp.join(args.out_dir, 'results.json.tmp')
-    with open(tmp, 'w') as f:
-        json.dump(summaries, f, indent=2)
-    os.replace(tmp, osp.join(args.out_dir, 'results.json'))
+    atomic_write(osp.join(args.out_dir, 'results.json'), json.dumps(summaries, indent=2))
     print(f'summary: {osp.join(args.out_dir, "results.json")}')
 
 

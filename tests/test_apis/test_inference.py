@@ -100,6 +100,107 @@ def test_batch_of_arrays(inferencer, image_file):
         assert torch.equal(sample.pred_sem_seg.sem_seg, single.pred_sem_seg.sem_seg)
 
 
+def _mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of two stacks of binary masks ``[N, H, W]`` -> ``[N]`` (1 where both are empty)."""
+    a, b = a.bool().flatten(1), b.bool().flatten(1)
+    union = (a | b).sum(1)
+    return torch.where(union > 0, (a & b).sum(1) / union.clamp(min=1), torch.ones_like(
+        union, dtype=torch.float))
+
+
+def _scenes(image_file):
+    """Three images of three sizes: landscape 90x120, portrait 120x90, square 64x64."""
+    img = cv2.imread(image_file)
+    return [img, np.ascontiguousarray(np.rot90(img)), cv2.resize(img, (64, 64))]
+
+
+def test_batch_mixing_vocabularies_tasks_and_sizes(inferencer, image_file):
+    """Every image of a batch gets its own vocabulary, task and size. Exactly comparable to a
+    single-image call is the same image in the same input frame (the batch pads to 128x128 here;
+    the single call gets pad_size=(128, 128)): equal up to float summation order (scores 1e-5,
+    masks identical but for at most 0.1% of the pixels). In its own, smaller frame an image's
+    prediction differs for real (the pixel decoder has no padding mask: group-norm statistics,
+    normalised positions and sampling offsets all follow the frame), so that is not compared."""
+    images = _scenes(image_file)
+    texts = [['red circle', 'blue square', 'sky'], ['the red circle', 'the blue square'],
+             ['circle', 'square', 'sky', 'triangle']]
+    tasks = ['semantic', 'referring', 'instance']
+    batch = inferencer(images, texts, tasks)
+    shapes = {s.metainfo['img_shape'] for s in batch}
+    assert len(shapes) == 3 and {s.metainfo['batch_input_shape'] for s in batch} == {(128, 128)}
+    for image, vocab, task, got in zip(images, texts, tasks, batch):
+        [single] = inferencer(image, vocab, task, pad_size=(128, 128))
+        assert got.metainfo['texts'] == vocab and got.metainfo['task'] == task
+        if task == 'semantic':
+            assert got.pred_sem_seg.sem_seg.shape == (1, ) + image.shape[:2]
+            assert torch.equal(got.pred_sem_seg.sem_seg, single.pred_sem_seg.sem_seg)
+            continue
+        pred, ref = got.pred_instances, single.pred_instances
+        assert len(pred) == len(ref) > 0 and tuple(pred.masks.shape[-2:]) == image.shape[:2]
+        assert ref.scores.std() > 1e-3 and ref.masks.any()  # not a degenerate comparison
+        assert int(pred.labels.max()) < len(vocab)
+        assert torch.equal(pred.labels, ref.labels)
+        torch.testing.assert_close(pred.scores, ref.scores, atol=1e-5, rtol=0)
+        differ = (pred.masks.bool() != ref.masks.bool()).float().mean()
+        assert differ <= 1e-3
+    with pytest.raises(ValueError, match='pad_size'):
+        inferencer(images[0], texts[0], pad_size=(64, 64))
+
+
+def test_per_image_arguments_are_checked(inferencer, image_file):
+    img = cv2.imread(image_file)
+    with pytest.raises(ValueError, match='texts: give one value for all images'):
+        inferencer([img, img], [['sky'], ['sky'], ['sky']])
+    with pytest.raises(ValueError, match='image 1: panoptic inference needs thing_flags'):
+        inferencer([img, img], [['sky'], ['sky', 'circle']], ['semantic', 'panoptic'],
+                   [None, [False]])
+    [a, b] = inferencer([img, img], ['sky', 'circle'], ['semantic', 'panoptic'],
+                        [None, [False, True]])
+    assert 'pred_sem_seg' in a and 'pred_panoptic_seg' in b
+
+
+def test_half_precision_matches_fp32(tiny_cfg, checkpoint, inferencer, image_file):
+    """bf16 autocast on the CPU against fp32, on the random-init tiny model. Tolerances (bf16
+    keeps 8 mantissa bits, ~0.4% per rounding): semantic / foreground maps agree on >= 98% of the
+    pixels; each of the fp32 top-10 instances (and each referring expression's mask) has a bf16
+    prediction of the same text with |score difference| <= 0.02 and mask IoU >= 0.85 (orders may
+    swap between near-equal scores). The deformable attention ran in fp32, the rest in bf16."""
+    half = QueryMeldInferencer(tiny_cfg, checkpoint, half=True)
+    dtypes = {}
+    decoder_layer = half.model.head.decoder.layers[0]
+    def record(name):
+        def hook(module, args, out) -> None:
+            dtypes.setdefault(name, out.dtype)
+        return hook
+
+    hooks = [m.register_forward_hook(record(k))
+             for k, m in (('msda', decoder_layer.cross_attn.value_proj),
+                          ('ffn', decoder_layer.ffn.layers[0][0]))]
+    differs = False
+    for task, texts in (('semantic', ['red circle', 'blue square', 'sky']),
+                        ('foreground', ['the most salient object']),
+                        ('instance', ['circle', 'square', 'sky']),
+                        ('referring', ['the red circle', 'the blue square'])):
+        [ref] = inferencer(image_file, texts, task)
+        [low] = half(image_file, texts, task)
+        if task in ('semantic', 'foreground'):
+            agree = (ref.pred_sem_seg.sem_seg == low.pred_sem_seg.sem_seg).float().mean()
+            assert agree >= 0.98, (task, agree)
+            continue
+        pred, low_pred = ref.pred_instances, low.pred_instances
+        assert low_pred.scores.dtype == torch.float32
+        differs = differs or not torch.equal(pred.scores, low_pred.scores)
+        for i in range(min(10, len(pred))):
+            same_text = low_pred.labels == pred.labels[i]
+            close = (low_pred.scores - pred.scores[i]).abs() <= 0.02
+            iou = _mask_iou(low_pred.masks, pred.masks[i:i + 1].expand_as(low_pred.masks))
+            assert bool((same_text & close & (iou >= 0.85)).any()), (task, i)
+    for hook in hooks:
+        hook.remove()
+    assert differs, 'half=True computed exactly what fp32 computes: autocast was not active'
+    assert dtypes == {'msda': torch.float32, 'ffn': torch.bfloat16}
+
+
 @pytest.mark.parametrize('kwargs,match', [
     (dict(texts=[], task='semantic'), 'non-empty'),
     (dict(texts=['sky', ' '], task='semantic'), 'non-empty'),
@@ -130,8 +231,11 @@ def test_infer_tool_writes_overlay_and_json(tiny_cfg, checkpoint, image_file, tm
     proc = subprocess.run(
         [sys.executable, osp.join(REPO, 'tools', 'infer.py'), str(cfg_file), checkpoint,
          image_file, '--texts', 'red circle', 'sky', '--task', 'semantic', '--out-dir',
-         str(out_dir)], capture_output=True, text=True, timeout=300)
+         str(out_dir), '--half', '--text-cache-dir', str(tmp_path / 'text_cache')],
+        capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # --text-cache-dir: the vocabulary's embeddings were written for the next call
+    assert len(list((tmp_path / 'text_cache').glob('*/*.qmtc.pt'))) == 1
     overlay = cv2.imread(str(out_dir / 'scene.png'))
     assert overlay is not None and overlay.shape[:2] == (90, 120)
     summary = json.loads((out_dir / 'results.json').read_text())
