@@ -10,6 +10,13 @@ import pytest
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
+@pytest.fixture(autouse=True)
+def no_user_text_cache(monkeypatch):
+    """A user's on-disk text-embedding cache (``MMQM_TEXT_CACHE_DIR``) never reaches a test:
+    tests that count text-tower calls would see its hits."""
+    monkeypatch.delenv('MMQM_TEXT_CACHE_DIR', raising=False)
+
+
 @pytest.fixture(scope='session')
 def repo_root() -> str:
     return REPO_ROOT
