@@ -5,13 +5,14 @@ conversion (and Mask2Former's / Mask DINO's inference) upsamples all of them bil
 padded frame, crops the padding (``img_shape``) and resizes to ``ori_shape``; at a 2560x3072
 original that is ~12.6 GB for Q = 400 before a task keeps anything. :class:`MaskFrame` computes
 the same two bilinear resizes (``align_corners=False``, PyTorch's source-index convention)
-composed into one separable 4-tap map per axis, so any subset of queries and any band of output
-rows is produced alone: tasks select first and upsample only what they keep, and per-pixel
+separably: along the height composed into one 4-tap map, along the width with
+``F.interpolate``; so any subset of queries and any band of output rows is produced alone: tasks select first and upsample only what they keep, and per-pixel
 decisions (semantic, panoptic) walk the output in row bands whose size an element budget fixes.
 """
 from typing import Iterator, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ['MaskFrame', 'bilinear_taps']
@@ -85,7 +86,7 @@ class MaskFrame:
         self.out_shape = (int(out_h), int(out_w))
         self.max_elements = int(max_elements)
         self._row_idx, self._row_w = _composed_taps(h, pad_h, img_h, out_h)
-        self._col_idx, self._col_w = _composed_taps(w, pad_w, img_w, out_w)
+        self._col_sizes = (int(pad_w), int(img_w), int(out_w))
         self._identity = (h, w) == (pad_h, pad_w) == (img_h, img_w) == (out_h, out_w)
 
     @classmethod
@@ -123,21 +124,29 @@ class MaskFrame:
             raise ValueError(f'MaskFrame.upsample: rows {rows} outside [0, {self.out_shape[0]}]')
         if self._identity:
             return mask_logits[:, y0:y1]
-        x = self._resize(mask_logits, 1, self._row_idx[y0:y1], self._row_w[y0:y1])
-        return self._resize(x, 2, self._col_idx, self._col_w)
+        return self._columns(self._rows(mask_logits, y0, y1))
 
-    @staticmethod
-    def _resize(x: Tensor, dim: int, index: Tensor, weight: Tensor) -> Tensor:
-        """``out[..., j, ...] = sum_t weight[j, t] * x[..., index[j, t], ...]`` along ``dim``."""
-        index = index.to(x.device)
-        shape = [1, 1, 1]
-        shape[dim] = -1
-        weight = weight.to(device=x.device, dtype=x.dtype)
+    def _rows(self, x: Tensor, y0: int, y1: int) -> Tensor:
+        """Output rows ``[y0, y1)`` from the low-resolution rows: ``[N, h, w] -> [N, b, w]``,
+        ``out[:, j] = sum_t weight[j, t] * x[:, index[j, t]]`` (the composed 4-tap map)."""
+        index = self._row_idx[y0:y1].to(x.device)
+        weight = self._row_w[y0:y1].to(device=x.device, dtype=x.dtype)
         out = None
         for t in range(index.shape[1]):
-            term = x.index_select(dim, index[:, t]) * weight[:, t].view(shape)
+            term = x.index_select(1, index[:, t]) * weight[:, t].view(1, -1, 1)
             out = term if out is None else out.add_(term)
         return out
+
+    def _columns(self, x: Tensor) -> Tensor:
+        """All output columns of a band: ``[N, b, w] -> [N, b, out_w]``, the two steps along
+        the width with ``F.interpolate`` (linear, the 1-D case of the bilinear resize)."""
+        pad_w, img_w, out_w = self._col_sizes
+        if x.shape[-1] != pad_w:
+            x = F.interpolate(x, size=pad_w, mode='linear', align_corners=False)
+        x = x[..., :img_w]
+        if out_w != img_w:
+            x = F.interpolate(x, size=out_w, mode='linear', align_corners=False)
+        return x
 
     def row_bands(self, num_masks: int) -> Iterator[Tuple[int, int]]:
         """Output row bands ``(y0, y1)`` covering the frame, each with at most
