@@ -10,13 +10,14 @@ only what they keep; semantic and panoptic maps are formed in row bands.
 """
 from typing import Dict, List, Optional, Sequence
 
+import torch
 from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmdet.utils import OptConfigType, OptMultiConfig
 from mmengine.model import BaseModule
 from torch import Tensor
 
-from mmquerymeld.utils import TASKS
+from mmquerymeld.utils import TASKS, to_fp32
 from .mask_frame import MaskFrame
 from .postprocessing import postprocess_by_task
 
@@ -151,9 +152,12 @@ class QueryMeldPostProcessor(BaseModule):
         Returns:
             list[dict]: per image, the data-sample fields of its task.
         """
-        return self.predict(all_layers_cls_scores[-1][:, num_dn:],
-                            all_layers_mask_preds[-1][:, num_dn:],
-                            all_layers_bbox_preds[-1][:, num_dn:], batch_img_metas,
-                            query_types, rescale=rescale)
+        # post-processing in fp32 whatever the model's precision (half-precision inference:
+        # bf16 scores are quantised to ~3 significant digits and would reorder near-ties)
+        cls_logits, masks, boxes = (to_fp32(level[-1][:, num_dn:]) for level in (
+            all_layers_cls_scores, all_layers_mask_preds, all_layers_bbox_preds))
+        with torch.autocast(device_type=masks.device.type, enabled=False):
+            return self.predict(cls_logits, masks, boxes, batch_img_metas, query_types,
+                                rescale=rescale)
 
     forward = predict

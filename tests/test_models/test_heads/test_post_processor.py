@@ -107,3 +107,19 @@ def test_head_builds_it_from_test_cfg_or_a_swapped_config(tiny_model):
                                            test_cfg=dict(panoptic=dict(object_mask_thr=0.5))))
     assert type(model.head.post_processor).__name__ == '_FixedThresholdPostProcessor'
     assert model.head.post_processor.task_cfg('panoptic') == dict(object_mask_thr=0.5)
+
+
+def test_half_precision_predictions_are_post_processed_in_fp32():
+    """Under bf16 autocast (half-precision inference) the last level arrives in bf16; the
+    scores must be computed in fp32 from it, not quantised to bf16's ~3 digits."""
+    cls, masks, boxes, types = _case()
+    cls16, masks16, boxes16 = (t.bfloat16() for t in (cls, masks, boxes))
+    metas = [_meta('instance', ['a', 'b', 'c'])]
+    proc = QueryMeldPostProcessor()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        half = proc.predict_by_feat([cls16], [boxes16], [masks16], metas, types)[0]
+    full = proc.predict_by_feat([cls16.float()], [boxes16.float()], [masks16.float()], metas,
+                                types)[0]
+    assert half['pred_instances'].scores.dtype == torch.float32
+    assert torch.equal(half['pred_instances'].scores, full['pred_instances'].scores)
+    assert torch.equal(half['pred_instances'].masks, full['pred_instances'].masks)
