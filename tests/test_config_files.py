@@ -24,6 +24,7 @@ def test_config_parses(path):
                     'val_evaluator'):
             assert key in cfg, f'{rel}: missing {key}'
     if rel == osp.join('_base_', 'schedules', 'schedule_iter.py'):
-        assert cfg.train_cfg == dict(type='IterBasedTrainLoop', max_iters=368750,
+        # the iteration loop that resumes without replaying data (mmquerymeld.engine.loops)
+        assert cfg.train_cfg == dict(type='ResumableIterBasedTrainLoop', max_iters=368750,
                                      val_interval=5000)
         assert cfg.optim_wrapper.optimizer.type == 'AdamW'

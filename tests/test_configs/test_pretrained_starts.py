@@ -48,8 +48,11 @@ def test_paper_configs_start_from_imagenet_and_clip(path):
     sources = {s.key: s for s in iter_pretrained_sources(Config.fromfile(path).model)}
     assert set(sources) == {BACKBONE_KEY, TEXT_KEY}, sources
     assert sources[TEXT_KEY].source == 'openai'
-    # OpenAI's weights use QuickGELU: the matching open_clip architecture
-    assert sources[TEXT_KEY].model_name == 'ViT-B-16-quickgelu'
+    # OpenAI's weights use QuickGELU: the matching open_clip architecture (ViT-L/14 in the
+    # paper's full Swin-L configuration, ViT-B/16 elsewhere)
+    large = 'vitl' in osp.basename(path)
+    assert sources[TEXT_KEY].model_name == ('ViT-L-14-quickgelu' if large else
+                                            'ViT-B-16-quickgelu')
     if 'r50' in osp.basename(path):
         assert sources[BACKBONE_KEY].source == 'torchvision://resnet50'
 
