@@ -104,15 +104,13 @@ class OpenCLIPTextEncoder(BaseModule):
                  disk_cache_dir: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        if chunk_size < 1:
-            raise ValueError(f'chunk_size must be >= 1, got {chunk_size}')
+        self.model_name, self.pretrained, self.cache_dir = model_name, pretrained, cache_dir
+        self.freeze_tower = freeze_tower
         if num_context_tokens < 0:
             raise ValueError(f'num_context_tokens must be >= 0, got {num_context_tokens}')
-        self.model_name = model_name
-        self.pretrained = pretrained
-        self.cache_dir = cache_dir
-        self.freeze_tower = freeze_tower
         self.num_context_tokens = num_context_tokens
+        if chunk_size < 1:
+            raise ValueError(f'chunk_size must be >= 1, got {chunk_size}')
         self.chunk_size = chunk_size
         # Prompt rules: validated up front so a bad config fails at build time.
         self.prompts = PromptRules(templates, task_templates, synonym_sep, clean_names)
