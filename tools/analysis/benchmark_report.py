@@ -58,10 +58,8 @@ def append_json(path: str, run: Dict[str, object]) -> None:
             except json.JSONDecodeError:
                 runs = []
     runs.append(run)
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w') as f:
-        json.dump(runs, f, indent=1)
-    os.replace(tmp, path)
+    from mmquerymeld.utils.atomic import atomic_write  # the project's one atomic writer
+    atomic_write(path, json.dumps(runs, indent=1))
 
 
 def _fmt_time(rec: Dict) -> str:
