@@ -92,6 +92,7 @@ if __name__ == '__main__':
             'tests': parse_requirements('requirements/tests.txt'),
             'optional': parse_requirements('requirements/optional.txt'),
             'mim': parse_requirements('requirements/mminstall.txt'),
+            'annotation': parse_requirements('requirements/annotation.txt'),
         },
         zip_safe=False,
     )

@@ -78,7 +78,8 @@ fi
 log "installing mmdet / mmsegmentation / mmpretrain / open_clip_torch and mmquerymeld (editable)"
 # ranges from mminstall.txt / runtime.txt / tests.txt, exact versions from the constraints
 "${PIP[@]}" install -q -c "$REPO/requirements/pins.txt" -r "$REPO/requirements/mminstall.txt" \
-  -r "$REPO/requirements/runtime.txt" -r "$REPO/requirements/tests.txt" >&2
+  -r "$REPO/requirements/runtime.txt" -r "$REPO/requirements/tests.txt" \
+  -r "$REPO/requirements/annotation.txt" >&2
 "${PIP[@]}" install -q --no-build-isolation --no-deps -e "$REPO" >&2
 
 if ! check_env; then
