@@ -93,3 +93,28 @@ def test_benchmark_train_and_infer_quick(tmp_path):
         assert float(row[4].split()[0]) > 0 and float(row[6]) > 0 and row[5].endswith('x')
     assert sum(row[-1] == '4' for row in rows) == 4  # M2F + QM panoptic at both inputs
     assert sum('(320x384)' in row[0] for row in rows) == 3
+
+
+def test_cases_select_exact_task_vocabulary_pairs_per_input():
+    sys.path.insert(0, osp.dirname(SCRIPT))
+    import benchmark
+    args = benchmark.parse_args([
+        'infer', '--device', 'cpu', '--size', '1024', '--large-original', 'yes',
+        '--max-procs', '3', '--cases', 'panoptic:80', 'panoptic:10000',
+        '--large-cases', 'foreground:7', 'semantic:1203', 'instance:80'])
+    groups = benchmark.make_groups(args)
+    seen = {}
+    for group in groups:
+        anchor, *cases = group
+        assert anchor['model'] == 'mask2former' and len(group) <= 3
+        for case in cases:
+            assert case['size'] == anchor['size'] and case['ori'] == anchor['ori']
+            seen.setdefault(tuple(case['ori']), []).append((case['task'], case['vocab']))
+    assert seen == {(1024, 1024): [('panoptic', 80), ('panoptic', 10000)],
+                    (2560, 3072): [('foreground', 1), ('semantic', 1203), ('instance', 80)]}
+    try:
+        benchmark.parse_args(['infer', '--device', 'cpu', '--cases', 'panoptic'])
+    except SystemExit as exc:
+        assert exc.code == 2
+    else:
+        raise AssertionError('a case without a vocabulary size was accepted')

@@ -24,10 +24,16 @@ Examples::
     python tools/analysis/benchmark.py infer --vocab 80 --tasks panoptic foreground
     python tools/analysis/benchmark.py infer --device cuda --large-original yes
     python tools/analysis/benchmark.py train --quick   # tiny models, seconds (tests)
+    # issue 10's acceptance cases at 1024² on CPU (the README's inference table)
+    MMQM_TEXT_CACHE_DIR=work_dirs/bench_textcache python tools/analysis/benchmark.py infer \
+        --size 1024 --large-original yes --threads 1 --max-procs 6 \
+        --cases panoptic:80 panoptic:1203 panoptic:10000 \
+        --large-cases foreground:1 referring:80 instance:80 panoptic:80 semantic:1203
 
 Large vocabularies: the warm-up call encodes the vocabulary with a random ViT-B-16 tower (14
 templates per class name), about 2 minutes for 1203 names on 2 CPU cores and ~15 for 10000, in
-every process that uses it.
+every process that uses it, unless ``MMQM_TEXT_CACHE_DIR`` names an on-disk text cache (the
+random tower is seeded, so every case process and every later run hits the same entries).
 """
 import argparse
 import multiprocessing as mp
@@ -54,6 +60,15 @@ def parse_size(text: str) -> Tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def parse_case(text: str) -> Tuple[str, int]:
+    """``'semantic:1203'`` -> ``('semantic', 1203)`` (foreground: its one prompt, any number)."""
+    task, _, vocab = text.partition(':')
+    if task not in TASKS or not vocab.isdigit() or int(vocab) < 1:
+        raise argparse.ArgumentTypeError(
+            f'{text!r}: expected TASK:VOCAB with TASK in {", ".join(TASKS)} and VOCAB >= 1')
+    return task, 1 if task == 'foreground' else int(vocab)
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('mode', choices=['train', 'infer'])
@@ -63,6 +78,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--vocab', nargs='+', type=int, default=[80, 1203, 10000],
                         help='vocabulary sizes of QueryMeldNet (infer)')
     parser.add_argument('--tasks', nargs='+', choices=TASKS, default=list(TASKS))
+    parser.add_argument('--cases', nargs='+', type=parse_case, default=None,
+                        metavar='TASK:VOCAB',
+                        help='infer: exactly these QueryMeldNet cases at the --size inputs '
+                        '(e.g. panoptic:80 panoptic:10000) instead of --tasks x --vocab')
+    parser.add_argument('--large-cases', nargs='+', type=parse_case, default=None,
+                        metavar='TASK:VOCAB',
+                        help='infer: the cases of the 2560x3072-original input (default: as '
+                        'at the --size inputs)')
     parser.add_argument('--repeats', type=int, default=3, help='timed repetitions per case')
     parser.add_argument('--out', default='work_dirs/benchmark')
     parser.add_argument('--device', choices=['cpu', 'cuda'], default=None,
@@ -131,12 +154,13 @@ def make_groups(args: argparse.Namespace) -> List[List[Dict]]:
         (args.large_original == 'auto' and (args.quick or args.device == 'cuda'))
     if large:
         inputs.append(QUICK_LARGE_ORIGINAL if args.quick else LARGE_ORIGINAL)
+    grid = [(task, vocab) for task in args.tasks
+            for vocab in ([1] if task == 'foreground' else args.vocab)]
+    square = args.cases or grid
     for size, ori in inputs:
-        qm = []
-        for task in args.tasks:
-            for vocab in ([1] if task == 'foreground' else args.vocab):
-                qm.append(dict(_base_spec(args), model='querymeld', task=task, vocab=vocab,
-                               size=size, ori=ori))
+        cases = (args.large_cases or square) if ori != size else square
+        qm = [dict(_base_spec(args), model='querymeld', task=task, vocab=vocab, size=size,
+                   ori=ori) for task, vocab in cases]
         per_group = max(1, args.max_procs - 1)
         for i in range(0, len(qm), per_group):
             anchor = dict(_base_spec(args), model='mask2former', size=size, ori=ori)
