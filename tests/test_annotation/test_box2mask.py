@@ -229,3 +229,19 @@ def test_bad_input_counted_run_finishes(bad_split, sam_ckpt, tmp_path):
     ids = {r['image_id'] for r in data['annotations']}
     assert broken['missing_image'] not in ids and broken['corrupt_image'] not in ids
     assert data['info']['summary'] == summary and summary['kept'] == len(data['annotations']) > 0
+
+
+def test_model_libraries_imported_lazily():
+    """Importing the engine's modules loads no model library beyond what ``import mmquerymeld``
+    loads (mmpretrain imports transformers when it is installed)."""
+    libs = '{"segment_anything", "segment_anything_hq", "sam2", "transformers", "open_clip"}'
+    code = ('import sys\n'
+            f'libs = lambda: {{m.split(".")[0] for m in sys.modules}} & {libs}\n'
+            'import mmquerymeld\n'
+            'base = libs()\n'
+            'import mmquerymeld.annotation.box2mask, mmquerymeld.annotation.box_predictors\n'
+            'print(sorted(libs() - base))\n')
+    proc = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == '[]'
