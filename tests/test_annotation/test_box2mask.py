@@ -68,7 +68,8 @@ def _run_here(args):
 
 
 def _env():
-    return dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONPATH=REPO)
+    return dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONPATH=REPO,
+                BOX2MASK_PROBE_SLEEP='1.0')
 
 
 def _load(path):
