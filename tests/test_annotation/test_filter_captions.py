@@ -131,6 +131,14 @@ def test_threshold_drops_pairs_under_it(scored, caption_file, annotation_world, 
     with open(hist, 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
     assert _red_pixels(hist) > 50  # the threshold line is drawn
+    # a threshold just above the lowest per-object best score drops that object entirely
+    best = {r['id']: max(r['scores']) for r in scored['scores']['annotations']}
+    gone = min(best, key=best.get)
+    summary = _tool().main(_filter_args(caption_file, annotation_world, out, models['clip'],
+                                        best[gone] + 1e-7, '--no-progress'))
+    left = {r['id'] for r in _load(out)['annotations']}
+    assert gone not in left and summary['objects_dropped'] >= 1
+    assert summary['objects_kept'] == len(left) == sum(b > best[gone] for b in best.values())
 
 
 def test_filtered_file_loads_through_box_caption_dataset(scored, annotation_world):
