@@ -66,6 +66,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--variant', help='evaluate saved checkpoints only, under this name')
     parser.add_argument('--test-options', nargs='+', default=[],
                         help='key=value overrides for the --variant evaluation')
+    parser.add_argument('--eval-world', metavar='DIR',
+                        help='with --variant: evaluate on a held-out synthetic world in DIR '
+                        '(generated if missing: --eval-world-seed, --eval-world-val images per '
+                        'family) instead of the training world\'s 8 val images per source')
+    parser.add_argument('--eval-world-seed', type=int, default=1)
+    parser.add_argument('--eval-world-val', type=int, default=64)
     parser.add_argument('--quick', action='store_true', help=f'{QUICK_ITERS} iterations')
     parser.add_argument('--dry', action='store_true', help='print the commands, run nothing')
     args = parser.parse_args(argv)
@@ -76,6 +82,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.test_options and not args.variant:
         parser.error('--test-options needs --variant NAME (the metrics of a variant are kept '
                      'apart from the study)')
+    if args.eval_world and not args.variant:
+        parser.error('--eval-world needs --variant NAME (its metrics are kept apart)')
     if args.quick and args.iters is None:
         args.iters = QUICK_ITERS
     return args
@@ -234,13 +242,31 @@ def _execute(run: Run, done: Dict[str, List[str]]) -> None:
     logger.info('%s: done in %.0f s', run.name, time.time() - t0)
 
 
-def ensure_world(data_root: str) -> None:
-    """Generate the synthetic world as tools/run_demo.sh does, if it is missing."""
+def ensure_world(data_root: str, **kwargs) -> None:
+    """Generate the synthetic world as tools/run_demo.sh does (``kwargs``: other
+    ``generate_synthetic_world`` settings), if it is missing."""
     if osp.isfile(osp.join(data_root, 'world_info.json')):
         return
-    logger.info('generating the synthetic world in %s', data_root)
+    logger.info('generating the synthetic world in %s %s', data_root, kwargs or '')
     from mmquerymeld.testing import generate_synthetic_world
-    generate_synthetic_world(data_root, seed=0)
+    generate_synthetic_world(data_root, **{'seed': 0, **kwargs})
+
+
+def eval_world_options(config: str, data_root: str, eval_root: str) -> List[str]:
+    """--cfg-options pointing every test source of ``config`` from ``data_root`` to ``eval_root``
+    (a world with the same classes and formats, other scenes; the training data is untouched)."""
+    from mmengine.config import Config
+    old, new = data_root.rstrip('/') + '/', eval_root.rstrip('/') + '/'
+    options = []
+    sources = Config.fromfile(config).test_dataloader.dataset.sources
+    for i, source in enumerate(sources):
+        root = source['dataset'].get('data_root', '')
+        if not root.startswith(old):
+            raise ValueError(f'{config}: test source {i} ({source.get("name")}) reads '
+                             f'{root!r}, not under --data-root {old!r}')
+        options.append(f'test_dataloader.dataset.sources.{i}.dataset.data_root='
+                       f'{new + root[len(old):]}')
+    return options
 
 
 def write_outputs(args: argparse.Namespace, runs: List[Run]) -> Dict[str, str]:
@@ -285,6 +311,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, List[str]]:
     logging.basicConfig(level=logging.INFO, format='%(asctime)s query_study %(message)s',
                         stream=sys.stdout, force=True)
     iters = args.iters or config_iters(args.config)
+    if args.eval_world:  # before the runs take their commands
+        args.test_options = eval_world_options(args.config, args.data_root,
+                                               args.eval_world) + list(args.test_options)
     runs = [Run(args, strategy, seed, iters) for seed in range(args.seeds)
             for strategy in args.strategies]  # seed-major: every strategy's seed 0 comes first
     done: Dict[str, List[str]] = {'trained': [], 'evaluated': []}
@@ -294,6 +323,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, List[str]]:
             print(' '.join(run.test_cmd()))
         return done
     ensure_world(args.data_root)
+    if args.eval_world:
+        ensure_world(args.eval_world, seed=args.eval_world_seed, num_train=2,
+                     num_val=args.eval_world_val)
     os.makedirs(args.work_dir, exist_ok=True)
     logger.info('%d runs (%s x %d seeds, %d iterations), %d at a time, in %s', len(runs),
                 ','.join(args.strategies), args.seeds, iters, args.jobs, args.work_dir)
