@@ -2,19 +2,22 @@
 # Objects365 boxes annotated by the synthetic data engine (paper section 3.4, appendix A.1.3):
 #   box-only detection with synthetic masks  <- tools/dataset_converters/box2mask.py
 #   referring on synthetic object captions   <- caption_objects.py, then filter_captions.py
-# Make the two engine files (paths below, relative to o365_data_root), e.g.:
-#   python tools/dataset_converters/box2mask.py data/objects365/annotations/zhiyuan_objv2_train.json \
-#       data/objects365/train/ --out data/objects365/annotations/engine/masks_train.json ...
-#   python tools/dataset_converters/caption_objects.py data/objects365/annotations/zhiyuan_objv2_train.json \
-#       data/objects365/train/ --model-dir <BLIP dir> --out data/objects365/annotations/engine/captions_train.json
-#   python tools/dataset_converters/filter_captions.py data/objects365/annotations/engine/captions_train.json \
-#       data/objects365/annotations/zhiyuan_objv2_train.json data/objects365/train/ --model ViT-B-16 \
-#       --pretrained <tag or file> --threshold <from the histogram> \
-#       --out data/objects365/annotations/engine/captions_filtered_train.json
+# Make the two engine files (paths below, relative to o365_engine_root); with
+#   B=data/objects365/annotations/zhiyuan_objv2_train.json I=data/objects365/train/
+#   E=data/objects365/annotations/engine
+# run:
+#   python tools/dataset_converters/box2mask.py $B $I --checkpoint <SAM .pth> \
+#       --out $E/masks_train.json
+#   python tools/dataset_converters/caption_objects.py $B $I --model-dir <BLIP dir> \
+#       --out $E/captions_train.json
+#   python tools/dataset_converters/filter_captions.py $E/captions_train.json $B $I \
+#       --model ViT-B-16 --pretrained <tag or file> --threshold <read off the histogram> \
+#       --out $E/captions_filtered_train.json
 # Boxes without a synthetic mask (dropped by box2mask) stay box-only (no mask loss); boxes whose
 # captions were all filtered out are left out of the referring source (require_captions).
 # Sampling: ratio_mode='repeat' draws ratio x N images of a source per epoch; with the full
-# Objects365 (1.7M images) lower o365_engine_ratio or use an iteration schedule.
+# Objects365 (1.7M images) lower the engine sources' ratio (o365_engine_ratio here, or
+# train_dataloader.dataset.sources[2:] in a config inheriting this one) or train by iterations.
 _base_ = ['./querymeld_r50_meld.py', '../_base_/datasets/objects365_syn.py']
 
 o365_engine_root = 'data/objects365/'
