@@ -21,11 +21,14 @@ def test_eval_world_options_reroot_every_test_source_and_nothing_else():
     action(None, ns, options)
     cfg.merge_from_dict(ns.cfg_options)
     roots = [s['dataset']['data_root'] for s in cfg.test_dataloader.dataset.sources]
-    assert len(roots) == len(options) >= 5
+    assert len(roots) >= 5 and len(options) == len(roots) + 2
     assert all(r.startswith('data/held_out/') for r in roots), roots
     assert 'data/held_out/salient/DUTS' in roots  # sub-folders of the world are kept
     assert [s['dataset']['data_root'] for s in cfg.train_dataloader.dataset.sources] == \
         before_train
+    # the COCO evaluators read their ground truth from the held-out world too
+    files = [m['ann_file'] for m in cfg.test_evaluator[0]['metrics'].values() if 'ann_file' in m]
+    assert len(files) == 2 and all(f.startswith('data/held_out/') for f in files), files
 
 
 def test_eval_world_needs_a_variant_and_a_source_outside_the_root_is_named():

@@ -253,19 +253,32 @@ def ensure_world(data_root: str, **kwargs) -> None:
 
 
 def eval_world_options(config: str, data_root: str, eval_root: str) -> List[str]:
-    """--cfg-options pointing every test source of ``config`` from ``data_root`` to ``eval_root``
-    (a world with the same classes and formats, other scenes; the training data is untouched)."""
+    """--cfg-options pointing every test source of ``config`` and every file its test evaluator
+    reads (COCO ``ann_file`` s) from ``data_root`` to ``eval_root`` (a world with the same classes
+    and formats, other scenes; the training data is untouched)."""
     from mmengine.config import Config
     old, new = data_root.rstrip('/') + '/', eval_root.rstrip('/') + '/'
+    cfg = Config.fromfile(config)
     options = []
-    sources = Config.fromfile(config).test_dataloader.dataset.sources
-    for i, source in enumerate(sources):
+    for i, source in enumerate(cfg.test_dataloader.dataset.sources):
         root = source['dataset'].get('data_root', '')
         if not root.startswith(old):
             raise ValueError(f'{config}: test source {i} ({source.get("name")}) reads '
                              f'{root!r}, not under --data-root {old!r}')
         options.append(f'test_dataloader.dataset.sources.{i}.dataset.data_root='
                        f'{new + root[len(old):]}')
+
+    def reroot_files(node, key: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                reroot_files(v, f'{key}.{k}')
+        elif isinstance(node, (list, tuple)):
+            for i, v in enumerate(node):
+                reroot_files(v, f'{key}.{i}')
+        elif isinstance(node, str) and node.startswith(old):
+            options.append(f'{key}={new + node[len(old):]}')
+
+    reroot_files(cfg.test_evaluator, 'test_evaluator')
     return options
 
 
