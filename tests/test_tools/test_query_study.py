@@ -19,7 +19,7 @@ EXPECTED_COLUMNS = ('mask AP', 'PQ', 'PQ_th', 'PQ_st', 'mIoU', 'mIoU_th', 'mIoU_
 
 def _run_study(cwd, work_dir):
     cmd = [sys.executable, STUDY, '--seeds', '1', '--quick', '--strategies', 'meld,learnable',
-           '--jobs', '2', '--work-dir', work_dir]
+           '--jobs', '2', '--work-dir', work_dir, '--eval-world-val', '2']
     env = dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=2400)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
@@ -33,6 +33,10 @@ def test_study_end_to_end_and_second_run_trains_nothing(tmp_path):
     work = str(tmp_path / 'study')
     out = _run_study(str(tmp_path), work)
     assert 'trained 2 runs, evaluated 2' in out, out[-3000:]
+    # evaluated on the held-out world (generated beside the training world), not the config's val
+    assert osp.isfile(tmp_path / 'data' / 'synthetic_eval2' / 'world_info.json')
+    test_log = open(osp.join(work, 'meld', 'seed0', 'test_log.txt')).read()
+    assert 'data_root=data/synthetic_eval2/' in test_log
     table = open(osp.join(work, 'query_study.md')).read()
     header = next(line for line in table.splitlines() if line.startswith('| strategy ('))
     for col in EXPECTED_COLUMNS:

@@ -67,11 +67,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--test-options', nargs='+', default=[],
                         help='key=value overrides for the --variant evaluation')
     parser.add_argument('--eval-world', metavar='DIR',
-                        help='with --variant: evaluate on a held-out synthetic world in DIR '
-                        '(generated if missing: --eval-world-seed, --eval-world-val images per '
-                        'family) instead of the training world\'s 8 val images per source')
+                        help="the held-out synthetic world every run is evaluated on (default "
+                        "<data-root>_eval<N>, generated if missing: another seed, N val images "
+                        "per family); 'none': the config's own val set (8 images per source "
+                        "in the demo world, too few: see the README)")
     parser.add_argument('--eval-world-seed', type=int, default=1)
-    parser.add_argument('--eval-world-val', type=int, default=64)
+    parser.add_argument('--eval-world-val', type=int, default=64, metavar='N')
     parser.add_argument('--quick', action='store_true', help=f'{QUICK_ITERS} iterations')
     parser.add_argument('--dry', action='store_true', help='print the commands, run nothing')
     args = parser.parse_args(argv)
@@ -82,8 +83,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.test_options and not args.variant:
         parser.error('--test-options needs --variant NAME (the metrics of a variant are kept '
                      'apart from the study)')
-    if args.eval_world and not args.variant:
-        parser.error('--eval-world needs --variant NAME (its metrics are kept apart)')
+    if args.eval_world is None:
+        args.eval_world = f"{args.data_root.rstrip('/')}_eval{args.eval_world_val}"
+    elif args.eval_world.lower() == 'none':
+        args.eval_world = None
     if args.quick and args.iters is None:
         args.iters = QUICK_ITERS
     return args
