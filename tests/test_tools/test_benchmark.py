@@ -112,6 +112,10 @@ def test_cases_select_exact_task_vocabulary_pairs_per_input():
             seen.setdefault(tuple(case['ori']), []).append((case['task'], case['vocab']))
     assert seen == {(1024, 1024): [('panoptic', 80), ('panoptic', 10000)],
                     (2560, 3072): [('foreground', 1), ('semantic', 1203), ('instance', 80)]}
+    args.no_large_anchor = True  # the large original without Mask2Former: 3 cases, 1 group
+    groups = benchmark.make_groups(args)
+    assert [[c['model'] for c in g] for g in groups if tuple(g[0]['ori']) == (2560, 3072)] == \
+        [['querymeld'] * 3]
     try:
         benchmark.parse_args(['infer', '--device', 'cpu', '--cases', 'panoptic'])
     except SystemExit as exc:

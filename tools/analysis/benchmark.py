@@ -95,6 +95,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--large-original', choices=['auto', 'yes', 'no'], default='auto',
                         help='infer: add a 1024² input whose original is 2560x3072 (auto: with '
                         '--quick or on CUDA; on CPU it needs ~20 GB of memory)')
+    parser.add_argument('--no-large-anchor', action='store_true',
+                        help='infer: no Mask2Former in the 2560x3072-original groups (its '
+                        'panoptic post-processing there needs ~16 GB; the QueryMeldNet cases '
+                        'keep their absolute memory)')
     parser.add_argument('--segments', type=int, default=None,
                         help='panoptic segments kept by both models (default 20, quick 4)')
     parser.add_argument('--m2f-panoptic-only', action='store_true',
@@ -161,10 +165,11 @@ def make_groups(args: argparse.Namespace) -> List[List[Dict]]:
         cases = (args.large_cases or square) if ori != size else square
         qm = [dict(_base_spec(args), model='querymeld', task=task, vocab=vocab, size=size,
                    ori=ori) for task, vocab in cases]
-        per_group = max(1, args.max_procs - 1)
+        anchored = not (args.no_large_anchor and ori != size)
+        per_group = max(1, args.max_procs - int(anchored))
         for i in range(0, len(qm), per_group):
-            anchor = dict(_base_spec(args), model='mask2former', size=size, ori=ori)
-            groups.append([anchor] + qm[i:i + per_group])
+            anchor = [dict(_base_spec(args), model='mask2former', size=size, ori=ori)]
+            groups.append(anchor * anchored + qm[i:i + per_group])
     return groups
 
 
