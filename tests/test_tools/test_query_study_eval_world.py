@@ -31,9 +31,35 @@ def test_eval_world_options_reroot_every_test_source_and_nothing_else():
     assert len(files) == 2 and all(f.startswith('data/held_out/') for f in files), files
 
 
-def test_eval_world_needs_a_variant_and_a_source_outside_the_root_is_named():
-    with pytest.raises(SystemExit):
-        query_study.parse_args(['--eval-world', 'data/held_out'])
+def test_eval_world_default_none_and_a_source_outside_the_root_is_named():
+    assert query_study.parse_args([]).eval_world == 'data/synthetic_eval64'
+    assert query_study.parse_args(['--data-root', 'w/', '--eval-world-val', '9']).eval_world == \
+        'w_eval9'
+    assert query_study.parse_args(['--eval-world', 'none']).eval_world is None
     with pytest.raises(ValueError, match='test source 0'):
         query_study.eval_world_options(query_study.DEFAULT_CONFIG, 'data/elsewhere',
                                        'data/held_out')
+
+
+def test_report_only_tables_the_evaluated_runs_and_runs_nothing(tmp_path, monkeypatch):
+    """A study shared by sessions: the table of the runs evaluated so far, no training."""
+    import json
+    work = tmp_path / 'study'
+    values = {('meld', 0): (30.0, 10.0, 50.0), ('conditional', 0): (28.0, 12.0, 44.0)}
+    for (strategy, seed), (pq, th, st) in values.items():
+        run = work / strategy / f'seed{seed}'
+        run.mkdir(parents=True)
+        (run / 'metrics.json').write_text(json.dumps({
+            'syn_coco_panoptic/panoptic/PQ': pq, 'syn_coco_panoptic/panoptic/PQ_th': th,
+            'syn_coco_panoptic/panoptic/PQ_st': st}))
+    monkeypatch.setattr(query_study, 'execute', lambda *a: pytest.fail('a run was executed'))
+    monkeypatch.chdir(tmp_path)  # the default data root is relative: nothing may appear here
+    done = query_study.main(['--work-dir', str(work), '--seeds', '3', '--iters', '10',
+                             '--report-only', '--eval-world', 'none'])
+    assert done == {'trained': [], 'evaluated': []}
+    table = (work / 'query_study.md').read_text()
+    meld = next(line for line in table.splitlines() if line.startswith('| meld (10 + 20) |'))
+    assert '| 1 |' in meld and '30.0' in meld and '50.0' in meld
+    assert '| meld − conditional | 1 |' in table
+    assert (work / 'query_study.png').stat().st_size > 1000
+    assert not (tmp_path / 'data').exists()  # no world generated either

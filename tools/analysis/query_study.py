@@ -75,6 +75,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--eval-world-val', type=int, default=64, metavar='N')
     parser.add_argument('--quick', action='store_true', help=f'{QUICK_ITERS} iterations')
     parser.add_argument('--dry', action='store_true', help='print the commands, run nothing')
+    parser.add_argument('--report-only', action='store_true',
+                        help='write the table and chart from the runs evaluated so far (a study '
+                        'shared by several sessions); train and evaluate nothing')
     args = parser.parse_args(argv)
     args.strategies = [s.strip() for s in args.strategies.split(',') if s.strip()]
     unknown = [s for s in args.strategies if s not in SPLITS]
@@ -337,6 +340,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, List[str]]:
         for run in runs:
             print(' '.join(run.train_cmd()))
             print(' '.join(run.test_cmd()))
+        return done
+    if args.report_only:
+        paths = write_outputs(args, runs)
+        logger.info('report of the runs evaluated so far: table %s, chart %s', paths['md'],
+                    paths['png'])
         return done
     ensure_world(args.data_root)
     if args.eval_world:
