@@ -102,3 +102,36 @@ def test_text_embeddings_decide_which_proposals_are_selected(setup, monkeypatch)
     assert target in chosen[0].tolist()
     assert int(chosen[0, 0]) == target  # the best possible score: cosine 1 with the text
     assert torch.equal(chosen[1], reference[1])
+
+
+def test_proposal_scores_are_chunked_and_equal_the_unchunked_max(tiny_model):
+    """text_scores never forms the whole [B, S, K] logits (it grows with the vocabulary x the
+    proposals of the input), and its chunks give the same scores."""
+    from torch.utils._pytree import tree_flatten
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Largest(TorchDispatchMode):
+        numel = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor):
+                    self.numel = max(self.numel, t.numel())
+            return out
+
+    head = tiny_model().head.eval()
+    g = torch.Generator().manual_seed(0)
+    b, s, k = 2, 600, 50
+    feats = torch.randn(b, s, head.text_classifier.query_dims, generator=g)
+    texts = F.normalize(torch.randn(b, k, head.text_classifier.text_dims, generator=g), dim=-1)
+    valid = torch.ones(b, k, dtype=torch.bool)
+    valid[1, 40:] = False
+    with torch.no_grad():
+        full = head.text_classifier(feats, texts, valid).masked_fill(
+            ~valid[:, None], float('-inf')).max(-1).values
+        with Largest() as probe:
+            chunked = head.text_scores(feats, texts, valid, max_elements=b * k * 64)
+    torch.testing.assert_close(chunked, full)
+    assert probe.numel <= b * 64 * max(k, head.text_classifier.text_dims), probe.numel
+    assert probe.numel < b * s * k
