@@ -402,6 +402,13 @@ def merge_shards(out_file: str, count: int) -> dict:
     return summary
 
 
+def add_input_args(parser, out_help: str) -> None:
+    """The positional ``box_json`` / ``image_root`` and the required ``--out`` of every tool."""
+    parser.add_argument('box_json', help='COCO-format box JSON (images + annotations with bbox)')
+    parser.add_argument('image_root', help="folder the images' file_name entries are relative to")
+    parser.add_argument('--out', required=True, help=out_help)
+
+
 def add_runner_args(parser) -> None:
     """The CLI options every annotation tool shares: ``--shard``, ``--merge``, ``--no-progress``."""
     parser.add_argument('--shard', default=None, metavar='I/N',

@@ -28,11 +28,9 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    from mmquerymeld.annotation.runner import add_runner_args
+    from mmquerymeld.annotation.runner import add_input_args, add_runner_args
     p = argparse.ArgumentParser(description='COCO box JSON + images -> synthetic-mask JSON.')
-    p.add_argument('box_json', help='COCO-format detection JSON (images, annotations with bbox)')
-    p.add_argument('image_root', help='folder the JSON file_name entries are relative to')
-    p.add_argument('--out', required=True, help='output synthetic-mask JSON')
+    add_input_args(p, 'output synthetic-mask JSON')
     p.add_argument('--predictor', default='sam', help="registered predictor: 'sam', 'hq-sam', "
                    "'sam2' (mmquerymeld.annotation.box_predictors)")
     p.add_argument('--checkpoint', default=None, help='model checkpoint (state dict) path')

@@ -25,11 +25,9 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    from mmquerymeld.annotation.runner import add_runner_args
+    from mmquerymeld.annotation.runner import add_input_args, add_runner_args
     p = argparse.ArgumentParser(description='Caption every box with a region captioner.')
-    p.add_argument('box_json', help='COCO-format box JSON (images + annotations with bbox)')
-    p.add_argument('image_root', help='folder the images\' file_name entries are relative to')
-    p.add_argument('--out', required=True, help='caption JSON to write')
+    add_input_args(p, 'caption JSON to write')
     p.add_argument('--captioner', default='BlipCaptioner',
                    help='registered captioner (mmquerymeld.annotation.captioners.CAPTIONERS)')
     p.add_argument('--model-dir', help='local directory of the captioning model')

@@ -26,12 +26,10 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    from mmquerymeld.annotation.runner import add_runner_args
+    from mmquerymeld.annotation.runner import add_input_args, add_runner_args
     p = argparse.ArgumentParser(description='CLIP-score filter of synthetic captions.')
     p.add_argument('caption_json', help='caption JSON (caption_objects.py output)')
-    p.add_argument('box_json', help='the COCO-format box JSON the captions were made from')
-    p.add_argument('image_root', help='folder the images\' file_name entries are relative to')
-    p.add_argument('--out', required=True, help='filtered caption JSON to write')
+    add_input_args(p, 'filtered caption JSON to write')
     p.add_argument('--model', default='ViT-B-16', help='open_clip architecture')
     p.add_argument('--pretrained', default=None,
                    help='local checkpoint file or open_clip pretrained tag of --model')
