@@ -10,6 +10,22 @@ import pytest
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
+def _share_cores_between_workers() -> None:
+    """Under pytest-xdist (tools/run_tests.sh), give each worker and the processes its tests
+    start ``cores // workers`` threads, unless ``OMP_NUM_THREADS`` is set: N workers with all
+    cores each oversubscribe the machine N times (OpenMP threads spin-waiting on each other)."""
+    workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '0') or 0)
+    if workers < 2 or 'OMP_NUM_THREADS' in os.environ:
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    os.environ['OMP_NUM_THREADS'] = str(threads)
+    import torch
+    torch.set_num_threads(threads)
+
+
+_share_cores_between_workers()
+
+
 @pytest.fixture(autouse=True)
 def no_user_text_cache(monkeypatch):
     """A user's on-disk text-embedding cache (``MMQM_TEXT_CACHE_DIR``) never reaches a test:
