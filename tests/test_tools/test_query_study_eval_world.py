@@ -63,3 +63,34 @@ def test_report_only_tables_the_evaluated_runs_and_runs_nothing(tmp_path, monkey
     assert '| meld − conditional | 1 |' in table
     assert (work / 'query_study.png').stat().st_size > 1000
     assert not (tmp_path / 'data').exists()  # no world generated either
+
+
+def test_baseline_pairs_an_ablation_with_the_default_study_by_seed(tmp_path, monkeypatch):
+    """A training ablation (its own work dir) against the default study: seed-paired
+    differences per column and the issue's rule; a seed only one side has is left out."""
+    import json
+
+    def write(work, seed, pq, th):
+        run = work / 'meld' / f'seed{seed}'
+        run.mkdir(parents=True)
+        (run / 'metrics.json').write_text(json.dumps({
+            'syn_coco_panoptic/panoptic/PQ': pq, 'syn_coco_panoptic/panoptic/PQ_th': th}))
+
+    base, abl = tmp_path / 'study', tmp_path / 'ablation'
+    for seed, (pq, th) in enumerate([(30.0, 10.0), (34.0, 12.0), (40.0, 20.0)]):
+        write(base, seed, pq, th)
+    for seed, (pq, th) in enumerate([(33.0, 9.0), (36.0, 13.0)]):  # PQ +3, +2; PQ_th -1, +1
+        write(abl, seed, pq, th)
+    monkeypatch.setattr(query_study, 'execute', lambda *a: pytest.fail('a run was executed'))
+    monkeypatch.chdir(tmp_path)
+    query_study.main(['--work-dir', str(abl), '--seeds', '3', '--iters', '10', '--strategies',
+                      'meld', '--report-only', '--eval-world', 'none', '--baseline', str(base),
+                      '--cfg-options', 'model.x=1'])
+    text = (abl / 'query_study_vs_baseline.md').read_text()
+    assert '`model.x=1`' in text
+    rows = {line.split(' | ')[2]: line.split(' | ') for line in text.splitlines()
+            if line.startswith('| meld | 2 |')}
+    cols = text.splitlines()[2].split(' | ')
+    pq, th = cols.index('PQ'), cols.index('PQ_th')
+    assert rows['difference'][pq] == '2.5 ± 0.7' and rows['verdict'][pq] == 'held'
+    assert rows['difference'][th] == '0.0 ± 1.4' and rows['verdict'][th] == 'unresolved'

@@ -75,6 +75,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--eval-world-val', type=int, default=64, metavar='N')
     parser.add_argument('--quick', action='store_true', help=f'{QUICK_ITERS} iterations')
     parser.add_argument('--dry', action='store_true', help='print the commands, run nothing')
+    parser.add_argument('--baseline', metavar='DIR',
+                        help='the default study\'s work dir: also write this (ablation) study\'s '
+                        'seed-paired differences against it (query_study_vs_baseline.md)')
     parser.add_argument('--report-only', action='store_true',
                         help='write the table and chart from the runs evaluated so far (a study '
                         'shared by several sessions); train and evaluate nothing')
@@ -307,6 +310,13 @@ def write_outputs(args: argparse.Namespace, runs: List[Run]) -> Dict[str, str]:
                                               for s, r in collected.items()}), indent=2))
     report.bar_chart(collected, args.strategies, paths['png'], title)
     write_ablations(args)
+    if args.baseline:
+        base = report.load_runs({(r.strategy, r.seed): osp.join(
+            args.baseline, osp.relpath(r.metrics, args.work_dir)) for r in runs})
+        label = ' '.join(args.cfg_options) or osp.basename(osp.normpath(args.work_dir))
+        paths['baseline'] = osp.join(args.work_dir, f'query_study{suffix}_vs_baseline.md')
+        atomic_write(paths['baseline'], report.baseline_markdown(
+            collected, base, args.strategies, f'`{label}`', f'`{args.baseline}`'))
     return paths
 
 

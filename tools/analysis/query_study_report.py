@@ -157,6 +157,30 @@ def markdown(runs: Dict[str, Dict[int, Dict[str, float]]], strategies: Sequence[
     return '\n'.join(lines) + '\n'
 
 
+
+def baseline_markdown(runs: Dict[str, Dict[int, Dict[str, float]]],
+                      base: Dict[str, Dict[int, Dict[str, float]]], strategies: Sequence[str],
+                      label: str, baseline: str) -> str:
+    """A training ablation against the default study, seed by seed: per strategy and column
+    the mean ± std of ``ablation − baseline`` over the seeds both have, and the issue's rule
+    ("held": the ablation is higher by more than the spread)."""
+    cols = [c[0] for c in COLUMNS]
+    lines = [f'## {label} − {baseline} (paired by seed)', '',
+             '| strategy | paired seeds | row | ' + ' | '.join(cols) + ' |',
+             '|---|---|---|' + '---|' * len(cols)]
+    for strategy in strategies:
+        merged = {'ablation': runs.get(strategy, {}), 'baseline': base.get(strategy, {})}
+        diffs = {col: paired(merged, 'ablation', 'baseline', col) for col in cols}
+        n = max(len(d) for d in diffs.values())
+        if n == 0:
+            continue
+        cells = [fmt(*mean_std(d)) if d else 'n/a' for d in diffs.values()]
+        rules = [verdict(d).split(' (')[0] if d else 'n/a' for d in diffs.values()]
+        lines.append(f'| {strategy} | {n} | difference | ' + ' | '.join(cells) + ' |')
+        lines.append(f'| {strategy} | {n} | verdict | ' + ' | '.join(rules) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
 def ablation_markdown(variants: Dict[str, Dict[str, Dict[int, Dict[str, float]]]],
                       strategies: Sequence[str], options: Dict[str, str]) -> str:
     """One row per (variant, strategy): the panoptic and instance columns, mean ± std."""
