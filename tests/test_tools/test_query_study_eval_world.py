@@ -94,3 +94,28 @@ def test_baseline_pairs_an_ablation_with_the_default_study_by_seed(tmp_path, mon
     pq, th = cols.index('PQ'), cols.index('PQ_th')
     assert rows['difference'][pq] == '2.5 ± 0.7' and rows['verdict'][pq] == 'held'
     assert rows['difference'][th] == '0.0 ± 1.4' and rows['verdict'][th] == 'unresolved'
+
+
+def test_variant_tables_show_the_variant_options_not_the_eval_world_rerooting(tmp_path,
+                                                                               monkeypatch):
+    """The held-out world's re-rooting options reach every test command but are not the
+    variant's test_cfg change: ablations.md shows only the latter, the JSON names the world."""
+    import json
+    work = tmp_path / 'study'
+    for name in ('metrics.json', 'metrics_thr.json'):
+        run = work / 'meld' / 'seed0'
+        run.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text(json.dumps({'syn_coco_panoptic/panoptic/PQ': 30.0}))
+    monkeypatch.setattr(query_study, 'execute', lambda *a: pytest.fail('a run was executed'))
+    monkeypatch.chdir(tmp_path)
+    common = ['--work-dir', str(work), '--seeds', '1', '--iters', '10', '--strategies', 'meld',
+              '--report-only', '--eval-world', 'data/held_out']
+    query_study.main(common)
+    query_study.main(common + ['--variant', 'thr', '--test-options',
+                               'model.test_cfg.panoptic.object_mask_thr=0.25'])
+    data = json.loads((work / 'query_study_thr.json').read_text())
+    assert data['test_options'] == ['model.test_cfg.panoptic.object_mask_thr=0.25']
+    assert data['eval_world'] == 'data/held_out'
+    table = (work / 'ablations.md').read_text()
+    assert '| thr | model.test_cfg.panoptic.object_mask_thr=0.25 | meld |' in table
+    assert 'data_root' not in table

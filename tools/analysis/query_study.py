@@ -301,13 +301,13 @@ def write_outputs(args: argparse.Namespace, runs: List[Run]) -> Dict[str, str]:
     paths = {k: osp.join(args.work_dir, f'query_study{suffix}.{k}') for k in ('md', 'png', 'json')}
     text = report.markdown(collected, args.strategies, splits, title)
     if args.variant:
-        changes = ' '.join(args.test_options) or '(none: the config as it is)'
+        changes = ' '.join(args.variant_options) or '(none: the config as it is)'
         text = f'test_cfg changes: `{changes}`\n\n' + text
     atomic_write(paths['md'], text)
     atomic_write(paths['json'], json.dumps(dict(
         iters=runs[0].iters, splits=splits, variant=args.variant,
-        test_options=args.test_options, runs={s: {str(k): v for k, v in r.items()}
-                                              for s, r in collected.items()}), indent=2))
+        test_options=args.variant_options, eval_world=args.eval_world,
+        runs={s: {str(k): v for k, v in r.items()} for s, r in collected.items()}), indent=2))
     report.bar_chart(collected, args.strategies, paths['png'], title)
     write_ablations(args)
     if args.baseline:
@@ -340,6 +340,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, List[str]]:
     logging.basicConfig(level=logging.INFO, format='%(asctime)s query_study %(message)s',
                         stream=sys.stdout, force=True)
     iters = args.iters or config_iters(args.config)
+    args.variant_options = list(args.test_options)  # the variant's own (tables show these)
     if args.eval_world:  # before the runs take their commands
         args.test_options = eval_world_options(args.config, args.data_root,
                                                args.eval_world) + list(args.test_options)
