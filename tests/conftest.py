@@ -25,6 +25,27 @@ def _share_cores_between_workers() -> None:
 
 _share_cores_between_workers()
 
+#: Files whose tests take minutes (whole training / evaluation processes), slowest first. They
+#: are collected before the rest, so under pytest-xdist they start at once on both workers and the
+#: many short files fill in around them, instead of one of them running alone at the end.
+SLOW_FIRST = (
+    'test_tools/test_query_study.py', 'test_tools/test_packaging.py',
+    'test_tools/test_kill_resume.py', 'test_tools/test_test_resume.py',
+    'test_tools/test_train_resume_dist.py', 'test_tools/test_gpu_check.py',
+    'test_tools/test_benchmark.py', 'test_annotation/test_box2mask.py',
+    'test_tools/test_dist_train_grad.py', 'test_apis/test_inference.py',
+    'test_tools/test_ddp_task_split.py', 'test_tools/test_check_dataset.py',
+    'test_models/test_detectors/test_overfit.py', 'test_tools/test_train_nonfinite.py',
+    'test_evaluation/test_multi_source_metric.py')
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """Run the slow files first (a stable sort: every file's tests keep their order)."""
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    tests_dir = osp.join(REPO_ROOT, 'tests')
+    items.sort(key=lambda item: rank.get(
+        osp.relpath(str(item.fspath), tests_dir).replace(os.sep, '/'), len(rank)))
+
 
 @pytest.fixture(autouse=True)
 def no_user_text_cache(monkeypatch):
