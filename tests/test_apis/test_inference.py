@@ -26,8 +26,12 @@ def tiny_cfg() -> Config:
 
 @pytest.fixture(scope='module')
 def checkpoint(tiny_cfg, tmp_path_factory) -> str:
-    """A random-init checkpoint saved to disk, as training would leave one."""
-    inferencer = QueryMeldInferencer(tiny_cfg)
+    """A random-init checkpoint saved to disk, as training would leave one. Seeded (without
+    touching the global random stream), so the model does not depend on which tests ran before
+    in the process: the tolerance tests below judge one fixed model on every machine."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        inferencer = QueryMeldInferencer(tiny_cfg)
     path = str(tmp_path_factory.mktemp('ckpt') / 'tiny.pth')
     torch.save({'state_dict': inferencer.model.state_dict(), 'meta': {}}, path)
     return path
