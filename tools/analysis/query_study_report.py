@@ -157,7 +157,6 @@ def markdown(runs: Dict[str, Dict[int, Dict[str, float]]], strategies: Sequence[
     return '\n'.join(lines) + '\n'
 
 
-
 def baseline_markdown(runs: Dict[str, Dict[int, Dict[str, float]]],
                       base: Dict[str, Dict[int, Dict[str, float]]], strategies: Sequence[str],
                       label: str, baseline: str) -> str:
