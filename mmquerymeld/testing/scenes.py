@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import cv2
 import numpy as np
 
 from .world_classes import COLORS, STUFF_CLASSES, THING_CLASSES
+from .world_styles import SceneStyle, blob_layout
 
 
 @dataclass
@@ -45,8 +46,10 @@ class Scene:
         return out
 
 
-def _texture(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """A textured RGB patch ``[h, w, 3]`` float32 for one stuff class."""
+def _texture(kind: str, h: int, w: int, rng: np.random.Generator,
+             gain: float = 1.0) -> np.ndarray:
+    """A textured RGB patch ``[h, w, 3]`` float32 for one stuff class; ``gain`` scales its
+    deviation from the mean colour."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     noise = rng.normal(0, 1, (h, w, 1)).astype(np.float32)
     if kind == 'sky':
@@ -69,6 +72,9 @@ def _texture(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
         img = img + 6 * noise
     else:
         raise ValueError(f'unknown stuff texture {kind!r}')
+    if gain != 1.0:
+        mean = img.reshape(-1, 3).mean(axis=0)
+        img = mean + gain * (img - mean)
     return np.clip(img, 0, 255).astype(np.float32)
 
 
@@ -116,7 +122,7 @@ def _stuff_layout(rng: np.random.Generator, size: int, max_bands: int = 3) -> np
 
 
 def render_scene(rng: np.random.Generator, size: int, num_things: int,
-                 salient: bool = False) -> Scene:
+                 salient: bool = False, style: Optional[SceneStyle] = None) -> Scene:
     """Render one scene.
 
     Args:
@@ -124,17 +130,24 @@ def render_scene(rng: np.random.Generator, size: int, num_things: int,
         size: image side in pixels.
         num_things: shapes to place (fewer when no free place is found).
         salient: one large central shape on a background (foreground datasets).
+        style: how to draw (:mod:`.world_styles`); ``None``: the default world.
 
     Returns:
         The scene; every thing keeps at least 40 visible pixels.
     """
-    stuff_map = _stuff_layout(rng, size, max_bands=2 if salient else 3)
+    style = style or SceneStyle()
+    if style.stuff_layout == 'blobs':
+        stuff_map = blob_layout(rng, size, len(STUFF_CLASSES),
+                                2 if salient else style.max_stuff_classes)
+    else:
+        stuff_map = _stuff_layout(rng, size, max_bands=2 if salient else style.max_stuff_classes)
     image = np.zeros((size, size, 3), dtype=np.float32)
     for s in np.unique(stuff_map):
-        tex = _texture(STUFF_CLASSES[s], size, size, rng)
+        tex = _texture(STUFF_CLASSES[s], size, size, rng, style.texture_gain)
         image[stuff_map == s] = tex[stuff_map == s]
     things: List[Thing] = []
     occupied = np.zeros((size, size), dtype=bool)
+    d_lo, d_hi = style.thing_diameter
     for _ in range(num_things):
         for _attempt in range(12):
             cls = int(rng.integers(len(THING_CLASSES)))
@@ -142,7 +155,10 @@ def render_scene(rng: np.random.Generator, size: int, num_things: int,
                 diam = rng.uniform(0.4, 0.6) * size
                 cx, cy = (size / 2 + rng.uniform(-0.12, 0.12) * size for _ in range(2))
             else:
-                diam = rng.uniform(0.16, 0.38) * size
+                if style.log_uniform_size:
+                    diam = float(np.exp(rng.uniform(np.log(d_lo), np.log(d_hi)))) * size
+                else:
+                    diam = rng.uniform(d_lo, d_hi) * size
                 cx, cy = (rng.uniform(diam / 2, size - diam / 2) for _ in range(2))
             mask = _shape_mask(THING_CLASSES[cls], cx, cy, diam, rng.uniform(0, np.pi / 4),
                                size, size)
@@ -155,9 +171,14 @@ def render_scene(rng: np.random.Generator, size: int, num_things: int,
             things.append(Thing(cls, color, mask))
             occupied |= mask
             shade = np.array(COLORS[color], dtype=np.float32) + rng.normal(0, 5, (3, ))
-            image[mask] = np.clip(shade, 0, 255)
+            if style.camouflage and rng.random() < style.camouflage:
+                # a thing-stuff confusion: half its colour, half a stuff texture
+                kind = STUFF_CLASSES[int(rng.integers(len(STUFF_CLASSES)))]
+                tex = _texture(kind, size, size, rng, style.texture_gain)[mask]
+                image[mask] = np.clip(0.5 * shade + 0.5 * tex, 0, 255)
+            else:
+                image[mask] = np.clip(shade, 0, 255)
             break
     things = [t for t in things if t.mask.sum() >= 40]
     image = np.clip(image + rng.normal(0, 2, image.shape), 0, 255).astype(np.uint8)
     return Scene(image=image, stuff_map=stuff_map, things=things)
-

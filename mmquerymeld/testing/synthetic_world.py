@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import os.path as osp
 import time
-from typing import Dict, List
+from typing import Dict, List, Union
 
 import numpy as np
 
@@ -41,13 +41,15 @@ from .detection_writer import write_detection
 from .file_io import dump_json
 from .map_writers import write_salient, write_semantic
 from .scenes import Scene, render_scene
+from .world_styles import SceneStyle, get_style
 from .world_classes import (FOREGROUND_PROMPT, LVIS_CLASSES, PC_CLASS_IDS, PC_NUM_CLASSES,
                             SEMANTIC_CLASSES, STUFF_CAT_IDS, STUFF_CLASSES, THING_CAT_IDS,
                             THING_CLASSES)
 
 
 def generate_synthetic_world(out_dir: str, seed: int = 0, num_train: int = 24, num_val: int = 8,
-                             img_size: int = 128, max_things: int = 4) -> dict:
+                             img_size: int = 128, max_things: int = 4,
+                             style: Union[str, SceneStyle] = 'default') -> dict:
     """Write the whole synthetic world under ``out_dir`` (deterministic given ``seed``).
 
     Args:
@@ -56,7 +58,9 @@ def generate_synthetic_world(out_dir: str, seed: int = 0, num_train: int = 24, n
         num_train: train images per format family (COCO-like, ADE-like, salient, detection).
         num_val: val images per format family.
         img_size: square image side in pixels.
-        max_things: most shapes per COCO-like image.
+        max_things: most shapes per COCO-like image (unless ``style`` sets ``num_things``).
+        style: a name in :data:`~.world_styles.STYLES` or a :class:`~.world_styles.SceneStyle`
+            (``'coco'``: the query study's COCO-like world; see :mod:`.world_styles`).
 
     Returns:
         The content of ``world_info.json``: classes, ids, paths and image counts.
@@ -65,6 +69,8 @@ def generate_synthetic_world(out_dir: str, seed: int = 0, num_train: int = 24, n
         raise ValueError('the world needs at least 2 train and 1 val image')
     if img_size < 32:
         raise ValueError('img_size must be at least 32')
+    scene_style = get_style(style)
+    lo_things, hi_things = scene_style.num_things or (1, max_things)
     t0 = time.time()
     os.makedirs(out_dir, exist_ok=True)
     seq = np.random.SeedSequence(seed)
@@ -82,8 +88,9 @@ def generate_synthetic_world(out_dir: str, seed: int = 0, num_train: int = 24, n
                 elif empty_last_train and split == 'train' and k == n - 1:
                     n_things = 0  # an image without annotations (filter_empty_gt tests)
                 else:
-                    n_things = int(rng.integers(1, max_things + 1))
-                out[split].append(render_scene(rng, img_size, n_things, salient=salient))
+                    n_things = int(rng.integers(lo_things, hi_things + 1))
+                out[split].append(render_scene(rng, img_size, n_things, salient=salient,
+                                               style=scene_style))
         return out
 
     coco_ids = {'train': [100 + k for k in range(num_train)],
@@ -97,6 +104,7 @@ def generate_synthetic_world(out_dir: str, seed: int = 0, num_train: int = 24, n
     write_detection(out_dir, scenes_for(rngs[3]), det_ids, img_size)
     info = dict(
         seed=seed, img_size=img_size, num_train=num_train, num_val=num_val,
+        style=style if isinstance(style, str) else 'custom', style_settings=scene_style.as_dict(),
         thing_classes=list(THING_CLASSES), thing_cat_ids=list(THING_CAT_IDS),
         stuff_classes=list(STUFF_CLASSES), stuff_cat_ids=list(STUFF_CAT_IDS),
         semantic_classes=list(SEMANTIC_CLASSES), lvis_classes=list(LVIS_CLASSES),

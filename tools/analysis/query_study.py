@@ -36,6 +36,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 import query_study_report as report  # noqa: E402
+from mmquerymeld.testing.world_styles import STYLES  # noqa: E402
 
 DEFAULT_CONFIG = osp.join(REPO, 'configs', 'demo', 'querymeld_tiny_synthetic.py')
 #: strategy -> (learnable, conditional) queries; the demo's 10 + 20, 30 queries in each.
@@ -51,8 +52,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--config', default=DEFAULT_CONFIG, help='the base config (demo)')
     parser.add_argument('--work-dir', default='work_dirs/query_study')
-    parser.add_argument('--data-root', default='data/synthetic',
-                        help='the synthetic world the config reads (generated if missing)')
+    parser.add_argument('--data-root',
+                        help="the synthetic world to train on (generated if missing; default: "
+                        "the config's, data/synthetic, or data/synthetic_<style>)")
+    parser.add_argument('--world-style', default='default', choices=sorted(STYLES),
+                        help="the training and held-out worlds' scene style (issue 11 item 3; "
+                        "mmquerymeld/testing/world_styles.py): 'coco' has many small things, "
+                        "fragmented stuff and camouflage")
+    parser.add_argument('--world-train', type=int, metavar='N',
+                        help='train images per family of the training world (default: 24 when '
+                        'generating it; an existing world must have N)')
     parser.add_argument('--seeds', type=int, default=3, help='seeds 0..N-1')
     parser.add_argument('--iters', type=int, help="training iterations (config's max_iters)")
     parser.add_argument('--strategies', default='meld,conditional,learnable',
@@ -89,6 +98,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.test_options and not args.variant:
         parser.error('--test-options needs --variant NAME (the metrics of a variant are kept '
                      'apart from the study)')
+    if args.data_root is None:
+        args.data_root = 'data/synthetic' + ('' if args.world_style == 'default'
+                                             else f'_{args.world_style}')
     if args.eval_world is None:
         args.eval_world = f"{args.data_root.rstrip('/')}_eval{args.eval_world_val}"
     elif args.eval_world.lower() == 'none':
@@ -139,7 +151,8 @@ class Run:
         self.ckpt = osp.join(self.dir, f'iter_{iters}.pth')
         name = f'metrics_{args.variant}.json' if args.variant else 'metrics.json'
         self.metrics = osp.join(self.dir, name)
-        self.options = study_options(strategy, seed, iters, args.queries) + list(args.cfg_options)
+        self.options = (study_options(strategy, seed, iters, args.queries)
+                        + list(args.world_options) + list(args.cfg_options))
 
     @property
     def name(self) -> str:
@@ -253,42 +266,83 @@ def _execute(run: Run, done: Dict[str, List[str]]) -> None:
 
 def ensure_world(data_root: str, **kwargs) -> None:
     """Generate the synthetic world as tools/run_demo.sh does (``kwargs``: other
-    ``generate_synthetic_world`` settings), if it is missing."""
-    if osp.isfile(osp.join(data_root, 'world_info.json')):
+    ``generate_synthetic_world`` settings), if it is missing.
+
+    Raises:
+        ValueError: ``data_root`` holds a world of another style than ``kwargs['style']``.
+    """
+    info_path = osp.join(data_root, 'world_info.json')
+    if osp.isfile(info_path):
+        with open(info_path) as f:
+            found = json.load(f).get('style', 'default')
+            f.seek(0)
+            found_train = json.load(f).get('num_train')
+        wanted = kwargs.get('style', 'default')
+        if found != wanted:
+            raise ValueError(f"{info_path}: a '{found}' world, not the '{wanted}' one this "
+                             'study asks for; pass another --data-root / --eval-world')
+        if kwargs.get('num_train') not in (None, found_train):
+            raise ValueError(f"{info_path}: {found_train} train images per family, not the "
+                             f"{kwargs['num_train']} asked for; pass another --data-root")
         return
     logger.info('generating the synthetic world in %s %s', data_root, kwargs or '')
     from mmquerymeld.testing import generate_synthetic_world
     generate_synthetic_world(data_root, **{'seed': 0, **kwargs})
 
 
-def eval_world_options(config: str, data_root: str, eval_root: str) -> List[str]:
-    """--cfg-options pointing every test source of ``config`` and every file its test evaluator
-    reads (COCO ``ann_file`` s) from ``data_root`` to ``eval_root`` (a world with the same classes
-    and formats, other scenes; the training data is untouched)."""
+def config_data_root(config: str) -> str:
+    """The world ``config`` reads (its ``data_root`` variable)."""
     from mmengine.config import Config
-    old, new = data_root.rstrip('/') + '/', eval_root.rstrip('/') + '/'
-    cfg = Config.fromfile(config)
-    options = []
-    for i, source in enumerate(cfg.test_dataloader.dataset.sources):
-        root = source['dataset'].get('data_root', '')
-        if not root.startswith(old):
-            raise ValueError(f'{config}: test source {i} ({source.get("name")}) reads '
-                             f'{root!r}, not under --data-root {old!r}')
-        options.append(f'test_dataloader.dataset.sources.{i}.dataset.data_root='
-                       f'{new + root[len(old):]}')
+    return str(Config.fromfile(config).get('data_root', 'data/synthetic/'))
 
-    def reroot_files(node, key: str) -> None:
+
+def reroot_options(config: str, section: str, old_root: str, new_root: str) -> List[str]:
+    """--cfg-options moving every path under ``old_root`` in ``config[section]`` (a dataloader
+    or an evaluator) to ``new_root``: a world with the same classes and formats, other scenes.
+
+    Raises:
+        ValueError: a source of a dataloader section reads outside ``old_root`` (named).
+    """
+    from mmengine.config import Config
+    old, new = old_root.rstrip('/') + '/', new_root.rstrip('/') + '/'
+    cfg = Config.fromfile(config)
+    if section.endswith('dataloader'):
+        for i, source in enumerate(cfg[section].dataset.sources):
+            root = source['dataset'].get('data_root', '')
+            if not root.startswith(old):
+                split = section.split('_')[0]
+                raise ValueError(f'{config}: {split} source {i} ({source.get("name")}) reads '
+                                 f'{root!r}, not under {old!r}')
+    options: List[str] = []
+
+    def walk(node, key: str) -> None:
         if isinstance(node, dict):
             for k, v in node.items():
-                reroot_files(v, f'{key}.{k}')
+                walk(v, f'{key}.{k}')
         elif isinstance(node, (list, tuple)):
             for i, v in enumerate(node):
-                reroot_files(v, f'{key}.{i}')
+                walk(v, f'{key}.{i}')
         elif isinstance(node, str) and node.startswith(old):
             options.append(f'{key}={new + node[len(old):]}')
 
-    reroot_files(cfg.test_evaluator, 'test_evaluator')
+    walk(cfg[section], section)
     return options
+
+
+def eval_world_options(config: str, data_root: str, eval_root: str) -> List[str]:
+    """--cfg-options pointing every test source of ``config`` and every file its test evaluator
+    reads (COCO ``ann_file`` s) from ``data_root`` to ``eval_root``; training is untouched."""
+    return (reroot_options(config, 'test_dataloader', data_root, eval_root)
+            + reroot_options(config, 'test_evaluator', data_root, eval_root))
+
+
+def train_world_options(config: str, data_root: str) -> List[str]:
+    """--cfg-options training on the world in ``data_root`` instead of the config's own (none
+    when they are the same folder)."""
+    own = config_data_root(config)
+    if osp.normpath(own) == osp.normpath(data_root):
+        return []
+    return reroot_options(config, 'train_dataloader', own, data_root)
 
 
 def write_outputs(args: argparse.Namespace, runs: List[Run]) -> Dict[str, str]:
@@ -297,7 +351,9 @@ def write_outputs(args: argparse.Namespace, runs: List[Run]) -> Dict[str, str]:
     collected = report.load_runs({(r.strategy, r.seed): r.metrics for r in runs})
     splits = {s: '{} + {}'.format(*query_split(s, args.queries)) for s in args.strategies}
     suffix = f'_{args.variant}' if args.variant else ''
-    title = f'Query study{": " + args.variant if args.variant else ""} ({runs[0].iters} iterations)'
+    world = '' if args.world_style == 'default' else f', {args.world_style} world'
+    title = (f'Query study{": " + args.variant if args.variant else ""} '
+             f'({runs[0].iters} iterations{world})')
     paths = {k: osp.join(args.work_dir, f'query_study{suffix}.{k}') for k in ('md', 'png', 'json')}
     text = report.markdown(collected, args.strategies, splits, title)
     if args.variant:
@@ -305,7 +361,8 @@ def write_outputs(args: argparse.Namespace, runs: List[Run]) -> Dict[str, str]:
         text = f'test_cfg changes: `{changes}`\n\n' + text
     atomic_write(paths['md'], text)
     atomic_write(paths['json'], json.dumps(dict(
-        iters=runs[0].iters, splits=splits, variant=args.variant,
+        iters=runs[0].iters, splits=splits, variant=args.variant, world_style=args.world_style,
+        data_root=args.data_root,
         test_options=args.variant_options, eval_world=args.eval_world,
         runs={s: {str(k): v for k, v in r.items()} for s, r in collected.items()}), indent=2))
     report.bar_chart(collected, args.strategies, paths['png'], title)
@@ -341,9 +398,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, List[str]]:
                         stream=sys.stdout, force=True)
     iters = args.iters or config_iters(args.config)
     args.variant_options = list(args.test_options)  # the variant's own (tables show these)
-    if args.eval_world:  # before the runs take their commands
-        args.test_options = eval_world_options(args.config, args.data_root,
-                                               args.eval_world) + list(args.test_options)
+    own_root = config_data_root(args.config)
+    # before the runs take their commands: the training world, then the held-out one
+    args.world_options = train_world_options(args.config, args.data_root)
+    eval_root = args.eval_world or (args.data_root if args.world_options else None)
+    if eval_root and osp.normpath(eval_root) != osp.normpath(own_root):
+        args.test_options = eval_world_options(args.config, own_root,
+                                               eval_root) + list(args.test_options)
     runs = [Run(args, strategy, seed, iters) for seed in range(args.seeds)
             for strategy in args.strategies]  # seed-major: every strategy's seed 0 comes first
     done: Dict[str, List[str]] = {'trained': [], 'evaluated': []}
@@ -357,10 +418,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, List[str]]:
         logger.info('report of the runs evaluated so far: table %s, chart %s', paths['md'],
                     paths['png'])
         return done
-    ensure_world(args.data_root)
+    world = dict(style=args.world_style)
+    if args.world_train:
+        world['num_train'] = args.world_train
+    ensure_world(args.data_root, **world)
     if args.eval_world:
         ensure_world(args.eval_world, seed=args.eval_world_seed, num_train=2,
-                     num_val=args.eval_world_val)
+                     num_val=args.eval_world_val, style=args.world_style)
     os.makedirs(args.work_dir, exist_ok=True)
     logger.info('%d runs (%s x %d seeds, %d iterations), %d at a time, in %s', len(runs),
                 ','.join(args.strategies), args.seeds, iters, args.jobs, args.work_dir)

@@ -28,13 +28,17 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser.add_argument('--num-val', type=int, default=8, help='val images per family')
     parser.add_argument('--img-size', type=int, default=128)
     parser.add_argument('--max-things', type=int, default=4)
+    parser.add_argument('--style', default='default',
+                        help="scene style: 'default' (the main job's world) or 'coco' (the query "
+                        "study's COCO-like world: many small things, fragmented stuff, "
+                        "camouflage; mmquerymeld/testing/world_styles.py)")
     args = parser.parse_args(argv)
     from mmquerymeld.testing import generate_synthetic_world
     t0 = time.time()
     info = generate_synthetic_world(args.out, seed=args.seed, num_train=args.num_train,
                                     num_val=args.num_val, img_size=args.img_size,
-                                    max_things=args.max_things)
-    print(json.dumps({k: info[k] for k in ('seed', 'img_size', 'num_train', 'num_val')}))
+                                    max_things=args.max_things, style=args.style)
+    print(json.dumps({k: info[k] for k in ('seed', 'img_size', 'num_train', 'num_val', 'style')}))
     print(f'synthetic world written to {args.out} in {time.time() - t0:.1f}s')
     return info
 
