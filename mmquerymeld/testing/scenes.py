@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from .world_classes import COLORS, STUFF_CLASSES, THING_CLASSES
-from .world_styles import SceneStyle, blob_layout
+from .world_styles import SceneStyle, blob_layout, thing_diameter
 
 
 @dataclass
@@ -147,7 +147,6 @@ def render_scene(rng: np.random.Generator, size: int, num_things: int,
         image[stuff_map == s] = tex[stuff_map == s]
     things: List[Thing] = []
     occupied = np.zeros((size, size), dtype=bool)
-    d_lo, d_hi = style.thing_diameter
     for _ in range(num_things):
         for _attempt in range(12):
             cls = int(rng.integers(len(THING_CLASSES)))
@@ -155,10 +154,7 @@ def render_scene(rng: np.random.Generator, size: int, num_things: int,
                 diam = rng.uniform(0.4, 0.6) * size
                 cx, cy = (size / 2 + rng.uniform(-0.12, 0.12) * size for _ in range(2))
             else:
-                if style.log_uniform_size:
-                    diam = float(np.exp(rng.uniform(np.log(d_lo), np.log(d_hi)))) * size
-                else:
-                    diam = rng.uniform(d_lo, d_hi) * size
+                diam = thing_diameter(rng, style) * size
                 cx, cy = (rng.uniform(diam / 2, size - diam / 2) for _ in range(2))
             mask = _shape_mask(THING_CLASSES[cls], cx, cy, diam, rng.uniform(0, np.pi / 4),
                                size, size)

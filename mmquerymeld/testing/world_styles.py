@@ -86,6 +86,14 @@ def get_style(style: Union[str, SceneStyle]) -> SceneStyle:
     return STYLES[style]
 
 
+def thing_diameter(rng: np.random.Generator, style: SceneStyle) -> float:
+    """One thing's diameter as a fraction of the image side, drawn as ``style`` says."""
+    lo, hi = style.thing_diameter
+    if style.log_uniform_size:  # as many things per octave of size: most are small
+        return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    return rng.uniform(lo, hi)
+
+
 def blob_layout(rng: np.random.Generator, size: int, num_classes: int,
                 max_classes: int) -> np.ndarray:
     """Stuff index map ``[size, size]``: the arg-max of smoothed random fields, one per class.

@@ -119,3 +119,32 @@ def test_variant_tables_show_the_variant_options_not_the_eval_world_rerooting(tm
     table = (work / 'ablations.md').read_text()
     assert '| thr | model.test_cfg.panoptic.object_mask_thr=0.25 | meld |' in table
     assert 'data_root' not in table
+
+
+def test_world_style_trains_and_evaluates_on_its_own_worlds(tmp_path, monkeypatch, capsys):
+    """--world-style coco: every train source reads data/synthetic_coco, every test source the
+    held-out coco world; the config's own world is read by no command."""
+    monkeypatch.chdir(tmp_path)
+    query_study.main(['--work-dir', str(tmp_path / 'w'), '--seeds', '1', '--iters', '10',
+                      '--strategies', 'meld', '--world-style', 'coco', '--dry'])
+    train_cmd, test_cmd = capsys.readouterr().out.strip().splitlines()
+    sources = len(Config.fromfile(query_study.DEFAULT_CONFIG).train_dataloader.dataset.sources)
+    assert train_cmd.count('data_root=data/synthetic_coco/') == sources
+    assert 'train_dataloader.dataset.sources.4.dataset.data_root=data/synthetic_coco/salient/' \
+        'DUTS' in train_cmd
+    assert 'data_root=data/synthetic_coco_eval64/' in test_cmd
+    assert 'data/synthetic/' not in train_cmd.replace('data/synthetic_coco', '') + \
+        test_cmd.replace('data/synthetic_coco', '')
+    # the default style changes nothing in training
+    assert query_study.train_world_options(query_study.DEFAULT_CONFIG, 'data/synthetic') == []
+
+
+def test_an_existing_world_of_another_style_or_size_is_refused(tmp_path):
+    from mmquerymeld.testing import generate_synthetic_world
+    root = str(tmp_path / 'w')
+    generate_synthetic_world(root, num_train=2, num_val=1, img_size=48)
+    query_study.ensure_world(root, style='default', num_train=2)  # the same world: used
+    with pytest.raises(ValueError, match=r"world_info.json: a 'default' world, not the 'coco'"):
+        query_study.ensure_world(root, style='coco')
+    with pytest.raises(ValueError, match='2 train images per family, not the 160'):
+        query_study.ensure_world(root, style='default', num_train=160)
