@@ -46,7 +46,9 @@ class DualQueryCrossAttention(BaseModule):
       context of the learnable set ("conditional queries refine these global features").
     - ``'none'``: no dual attention; the sets interact only through self-attention (ablation).
 
-    ``share_weights=False`` gives each direction its own attention weights.
+    Each direction has its own attention weights by default (the paper does not say; the query
+    study measured one shared module 2.4 +- 1.4 instance mask AP below one per direction over 3
+    seeds, issue 11); ``share_weights=True`` uses one module for both.
 
     Args:
         embed_dims: C.
@@ -57,7 +59,7 @@ class DualQueryCrossAttention(BaseModule):
     """
 
     def __init__(self, embed_dims: int = 256, num_heads: int = 8, dropout: float = 0.0,
-                 mode: str = 'bidirectional', share_weights: bool = True, init_cfg=None) -> None:
+                 mode: str = 'bidirectional', share_weights: bool = False, init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
         if mode not in DUAL_ATTN_MODES:
             raise ValueError(f'DualQueryCrossAttention: mode={mode!r}, expected one of '

@@ -66,9 +66,9 @@ def test_dual_attention_identity_with_one_set_and_bad_mode():
     q, pos = _query()
     torch.testing.assert_close(attn(q, pos, P, NL + NC, 0), q)
     torch.testing.assert_close(attn(q, pos, P, 0, NL + NC), q)
-    separate = DualQueryCrossAttention(C, num_heads=4, share_weights=False)
+    separate = DualQueryCrossAttention(C, num_heads=4)  # the default: one module per direction
     assert separate.learn_attn is not separate.cond_attn
-    shared = DualQueryCrossAttention(C, num_heads=4)
+    shared = DualQueryCrossAttention(C, num_heads=4, share_weights=True)
     assert shared.learn_attn is shared.cond_attn
     with pytest.raises(ValueError, match='mode'):
         DualQueryCrossAttention(C, mode='sideways')
