@@ -40,7 +40,9 @@ check_env() {
 import mmcv, mmengine, mmdet, mmseg, mmpretrain, open_clip, torchvision, pycocotools  # noqa
 from mmcv.ops import MultiScaleDeformableAttention  # noqa: needs the compiled ops
 assert mmcv.__version__ == '2.1.0', mmcv.__version__
-import mmquerymeld  # noqa
+import mmquerymeld, os  # noqa
+# the editable install's mim links (setup.py); `git clean -xdf` removes them
+assert os.path.isfile(os.path.join(os.path.dirname(mmquerymeld.__file__), '.mim', 'tools', 'train.py'))
 PY
 }
 
