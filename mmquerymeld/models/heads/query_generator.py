@@ -10,6 +10,10 @@ from torch import Tensor, nn
 from mmquerymeld.utils import QUERY_TYPES
 from ..layers.query_selection import ConditionalQueryGenerator, masks_to_anchor_logits
 
+# how the learnable anchors start: DAB-DETR's random centres with a quarter-image size, or the
+# whole image (the anchor-free, global view of Mask2Former's learnable queries)
+LEARNABLE_ANCHOR_INITS = ('random', 'image')
+
 
 class MatchingQueries(NamedTuple):
     """Initial matching queries of a batch, ordered ``[learnable | conditional]``.
@@ -34,7 +38,8 @@ class MeldQueryGenerator(BaseModule):
     """Learnable and conditional queries, the two sets the decoder melds.
 
     - Learnable: ``num_learnable`` content embeddings and anchors learned from scratch; anchors
-      start spread uniformly over the image with a quarter-image size (DAB-DETR).
+      start spread uniformly over the image with a quarter-image size (DAB-DETR,
+      ``learnable_anchor_init='random'``) or as the whole image (``'image'``).
     - Conditional: the top ``num_conditional`` encoder proposals scored against the sample's
       text embeddings (:class:`ConditionalQueryGenerator`, Mask DINO's two-stage selection);
       optionally their anchors re-initialised from their predicted masks (Mask DINO section 3.3,
@@ -46,6 +51,7 @@ class MeldQueryGenerator(BaseModule):
         num_conditional: Nc (>= 0); Nl + Nc > 0.
         proposal_base_scale: Side of the finest level's encoder grid proposals.
         mask_enhanced_box_init: Initialise conditional anchors from the proposals' masks.
+        learnable_anchor_init: One of ``LEARNABLE_ANCHOR_INITS`` (see above).
         init_cfg: Initialisation config.
     """
 
@@ -55,9 +61,14 @@ class MeldQueryGenerator(BaseModule):
                  num_conditional: int = 300,
                  proposal_base_scale: float = 0.05,
                  mask_enhanced_box_init: bool = False,
+                 learnable_anchor_init: str = 'random',
                  init_cfg: OptMultiConfig = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.check_num_queries(num_learnable, num_conditional)
+        if learnable_anchor_init not in LEARNABLE_ANCHOR_INITS:
+            raise ValueError(f'QueryMeldHead: learnable_anchor_init must be one of '
+                             f'{LEARNABLE_ANCHOR_INITS}, got {learnable_anchor_init!r}')
+        self.learnable_anchor_init = learnable_anchor_init
         self.embed_dims = embed_dims
         self.num_learnable = num_learnable
         self.num_conditional = num_conditional
@@ -88,12 +99,16 @@ class MeldQueryGenerator(BaseModule):
         return self.num_learnable + self.num_conditional
 
     def init_learnable_anchors(self) -> None:
-        """Anchors spread uniformly over the image with a quarter-image size (DAB-DETR style)."""
+        """Set the learnable anchors as ``learnable_anchor_init`` says (unsigmoided cxcywh)."""
         if self.num_learnable == 0:
             return
         with torch.no_grad():
-            centres = torch.rand(self.num_learnable, 2).clamp(0.02, 0.98)
-            sizes = torch.full((self.num_learnable, 2), 0.25)
+            if self.learnable_anchor_init == 'random':  # DAB-DETR: uniform centres, 1/4 size
+                centres = torch.rand(self.num_learnable, 2).clamp(0.02, 0.98)
+                sizes = torch.full((self.num_learnable, 2), 0.25)
+            else:  # 'image': every anchor is the whole image (size 0.99: a finite logit)
+                centres = torch.full((self.num_learnable, 2), 0.5)
+                sizes = torch.full((self.num_learnable, 2), 0.99)
             boxes = torch.cat([centres, sizes], -1)
             self.learnable_anchors.weight.copy_(torch.log(boxes / (1 - boxes)))
 

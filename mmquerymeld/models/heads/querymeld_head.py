@@ -60,6 +60,7 @@ class QueryMeldHead(BaseModule):
             filled in), or None to disable denoising training.
         proposal_base_scale: Side of the finest level's encoder grid proposals.
         mask_enhanced_box_init: Initialise conditional anchors from the proposals' masks.
+        learnable_anchor_init: ``'random'`` or ``'image'`` (:class:`MeldQueryGenerator`).
         initial_pred: Also predict from the initial queries (one more auxiliary output).
         share_box_head: One box-refinement MLP for all layers (Mask DINO) or one per layer.
         test_cfg: Per-task keyword arguments of the post-processing functions
@@ -82,6 +83,7 @@ class QueryMeldHead(BaseModule):
                      dn_see_matching=False),
                  proposal_base_scale: float = 0.05,
                  mask_enhanced_box_init: bool = False,
+                 learnable_anchor_init: str = 'random',
                  initial_pred: bool = True,
                  share_box_head: bool = True,
                  train_cfg: OptConfigType = None,
@@ -112,7 +114,8 @@ class QueryMeldHead(BaseModule):
         self.query_generator = MeldQueryGenerator(
             embed_dims, num_learnable_queries, num_conditional_queries,
             proposal_base_scale=proposal_base_scale,
-            mask_enhanced_box_init=mask_enhanced_box_init)
+            mask_enhanced_box_init=mask_enhanced_box_init,
+            learnable_anchor_init=learnable_anchor_init)
         self.dn_generator = None
         if denoising is not None:
             dn_cfg = dict(denoising)
