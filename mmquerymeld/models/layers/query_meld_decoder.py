@@ -34,9 +34,14 @@ class DualQueryCrossAttention(BaseModule):
 
     Unlike the preceding self-attention over all queries, attention here is *only across types*,
     so every query is forced to gather information from the other set on top of whatever
-    self-attention already mixed. Denoising queries are left untouched (they must not see the
-    matching queries). When one set is empty (the learnable-only / conditional-only strategies of
-    Table 2) the module is the identity, and the decoder layer reduces to Mask DINO's.
+    self-attention already mixed. Denoising queries are left untouched by default;
+    ``dn_as_conditional=True`` passes them through the conditional direction (they read the
+    learnable set, as conditional queries do: both carry boxes from outside the decoder), so the
+    later sublayers see denoising and matching states that went through the same step. Matching
+    queries never read denoising ones either way (no ground truth leaks; DN-DETR lets denoising
+    queries see matching ones). When one set is empty (the learnable-only / conditional-only
+    strategies of Table 2) the module is the identity, and the decoder layer reduces to Mask
+    DINO's.
 
     Alternatives, selected by ``mode``:
 
@@ -56,15 +61,18 @@ class DualQueryCrossAttention(BaseModule):
         dropout: Attention dropout.
         mode: One of ``DUAL_ATTN_MODES``.
         share_weights: One attention module for both directions (bidirectional mode only).
+        dn_as_conditional: Denoising queries take the conditional direction (see above).
     """
 
     def __init__(self, embed_dims: int = 256, num_heads: int = 8, dropout: float = 0.0,
-                 mode: str = 'bidirectional', share_weights: bool = False, init_cfg=None) -> None:
+                 mode: str = 'bidirectional', share_weights: bool = False,
+                 dn_as_conditional: bool = False, init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
         if mode not in DUAL_ATTN_MODES:
             raise ValueError(f'DualQueryCrossAttention: mode={mode!r}, expected one of '
                              f'{DUAL_ATTN_MODES}')
         self.mode = mode
+        self.dn_as_conditional = dn_as_conditional
         self.embed_dims = embed_dims
         if mode == 'none':
             return
@@ -98,15 +106,21 @@ class DualQueryCrossAttention(BaseModule):
             raise ValueError('DualQueryCrossAttention: query length does not match '
                              f'{num_dn}+{num_learnable}+{num_conditional}')
         dn, learn, cond = query.split([num_dn, num_learnable, num_conditional], 1)
-        _, p_learn, p_cond = query_pos.split([num_dn, num_learnable, num_conditional], 1)
-        new_learn, new_cond = learn, cond
+        p_dn, p_learn, p_cond = query_pos.split([num_dn, num_learnable, num_conditional], 1)
+        new_learn = learn
         if self.mode in ('bidirectional', 'learnable_to_conditional'):
             new_learn = self.norm(self.learn_attn(query=learn, key=cond, value=cond,
                                                   query_pos=p_learn, key_pos=p_cond))
+        # who reads the learnable set: [denoising | conditional], or the conditional set only
+        num_dn_readers = num_dn if self.dn_as_conditional else 0
+        kept_dn, dn_readers = dn.split([num_dn - num_dn_readers, num_dn_readers], 1)
+        readers = torch.cat([dn_readers, cond], 1)
         if self.mode in ('bidirectional', 'conditional_to_learnable'):
-            new_cond = self.norm(self.cond_attn(query=cond, key=learn, value=learn,
-                                                query_pos=p_cond, key_pos=p_learn))
-        return torch.cat([dn, new_learn, new_cond], 1)
+            reader_pos = torch.cat([p_dn[:, num_dn - num_dn_readers:], p_cond], 1)
+            readers = self.norm(self.cond_attn(query=readers, key=learn, value=learn,
+                                               query_pos=reader_pos, key_pos=p_learn))
+        new_dn, new_cond = readers.split([num_dn_readers, num_conditional], 1)
+        return torch.cat([kept_dn, new_dn, new_learn, new_cond], 1)
 
 
 class QueryMeldDecoderLayer(DeformableDetrTransformerDecoderLayer):

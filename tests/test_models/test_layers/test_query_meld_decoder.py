@@ -48,6 +48,31 @@ def test_dual_attention_modes(mode, learn_changes, cond_changes):
     assert (not torch.allclose(_parts(out3)[1], learn)) == learn_changes
 
 
+def test_dual_attention_dn_as_conditional_reads_the_learnable_set_without_leaking():
+    torch.manual_seed(0)
+    plain = DualQueryCrossAttention(C, num_heads=4)
+    as_cond = DualQueryCrossAttention(C, num_heads=4, dn_as_conditional=True)
+    as_cond.load_state_dict(plain.state_dict())
+    q, pos = _query()
+    out, ref = as_cond(q, pos, P, NL, NC), plain(q, pos, P, NL, NC)
+    # the matching queries are updated exactly as without the option
+    torch.testing.assert_close(out[:, P:], ref[:, P:])
+    # each denoising query is updated as a conditional query in its place would be
+    dn, learn, _ = _parts(q)
+    p_dn, p_learn, _ = _parts(pos)
+    as_set = as_cond(torch.cat([learn, dn], 1), torch.cat([p_learn, p_dn], 1), 0, NL, P)
+    torch.testing.assert_close(out[:, :P], as_set[:, NL:])
+    assert not torch.allclose(out[:, :P], dn)
+    # no ground truth leaks: changing the denoising queries leaves the matching outputs alone
+    q2 = q.clone()
+    q2[:, :P] += 1.0
+    torch.testing.assert_close(as_cond(q2, pos, P, NL, NC)[:, P:], out[:, P:])
+    # with the conditional direction off, the denoising queries pass through
+    one_way = DualQueryCrossAttention(C, num_heads=4, mode='learnable_to_conditional',
+                                      dn_as_conditional=True)
+    torch.testing.assert_close(one_way(q, pos, P, NL, NC)[:, :P], dn)
+
+
 def test_dual_attention_is_cross_only():
     # a learnable query's update does not depend on the other learnable queries
     torch.manual_seed(0)
