@@ -119,3 +119,49 @@ class QueryTextClassifier(BaseModule):
                                  f'{list(text_valid.shape)}')
             logits = logits.masked_fill(~text_valid.bool().unsqueeze(1), self.padding_logit)
         return logits
+
+    @torch.no_grad()
+    def max_logits(self, query_feats: Tensor, text_embeds: Tensor,
+                   text_valid: Optional[Tensor] = None, max_elements: int = 2**24) -> Tensor:
+        """Each query's best logit over the valid texts (no gradient: it ranks proposals).
+
+        Equal to ``forward(...)`` masked to the valid texts and maxed over them, at half the
+        cost and without the ``[B, Q, K]`` logits: ``W f + w0`` against a text ``t`` is
+        ``f . (W^T t) + w0 . t``, so the texts are taken to the query space once (C instead of
+        D multiply-adds per pair), and with cosine similarity the query's norm
+        ``|W f + w0|`` divides the maximum, not each logit. Queries go in chunks of at most
+        ``max_elements`` pair scores over the batch; only the valid texts enter.
+
+        Args:
+            query_feats: ``[B, Q, query_dims]``.
+            text_embeds: ``[B, K, text_dims]`` or shared ``[K, text_dims]``.
+            text_valid: ``[B, K]`` bool; None when all are valid.
+            max_elements: Largest chunk of pair scores (elements).
+
+        Returns:
+            ``[B, Q]``; ``-inf`` for a sample without any valid text.
+        """
+        b, q, _ = query_feats.shape
+        texts = F.normalize(text_embeds, dim=-1).to(query_feats.dtype)
+        if texts.dim() == 2:
+            texts = texts.expand(b, -1, -1)
+        scale = self.logit_scale.clamp(max=math.log(self.max_logit_scale)).exp()
+        weight = self.query_proj.weight.to(query_feats.dtype)  # [D, C]
+        bias = self.query_proj.bias.to(query_feats.dtype)  # [D]
+        out = query_feats.new_full((b, q), float('-inf'))
+        projected = []  # per sample: its valid texts in the query space, or None
+        for i in range(b):  # the batch, a handful of images
+            kept = texts[i] if text_valid is None else texts[i][text_valid[i].bool()]
+            projected.append((kept @ weight, kept @ bias) if kept.shape[0] else None)
+        rows = max(1, max_elements // max(1, b * texts.shape[1]))
+        for start in range(0, q, rows):
+            chunk = query_feats[:, start:start + rows]  # [B, rows, C]
+            for i, texts_i in enumerate(projected):
+                if texts_i is None:
+                    continue
+                in_query_space, offset = texts_i  # [K_i, C], [K_i]
+                best = torch.addmm(offset, chunk[i], in_query_space.t()).amax(-1)
+                if self.normalize_queries:  # F.normalize's denominator
+                    best = best / self.query_proj(chunk[i]).norm(dim=-1).clamp_min(1e-12)
+                out[i, start:start + rows] = best * scale + self.logit_bias
+        return out

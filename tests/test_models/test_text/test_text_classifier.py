@@ -95,3 +95,29 @@ def test_former_encoder_arguments_say_where_they_moved(make_clf):
         make_clf(freeze_text_encoder=False)
     with pytest.raises(TypeError, match=r"unexpected arguments \['no_such_arg'\]$"):
         make_clf(no_such_arg=1)
+
+
+@pytest.mark.parametrize('normalize_queries', [True, False])
+def test_max_logits_equal_the_max_of_the_valid_logits_in_chunks(make_clf, normalize_queries):
+    """max_logits: the best logit over valid texts, as forward + mask + max would give, in
+    chunks of queries, for per-sample, shared and padded vocabularies (a sample without texts
+    scores -inf)."""
+    clf = make_clf(normalize_queries=normalize_queries)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a trained-looking projection bias (init leaves it small)
+        clf.query_proj.bias.normal_(0, 0.5, generator=g)
+    queries = torch.randn(3, 37, 32, generator=g)
+    texts = F.normalize(torch.randn(3, 11, 64, generator=g), dim=-1)
+    valid = torch.ones(3, 11, dtype=torch.bool)
+    valid[1, 4:] = False
+    valid[2] = False
+    with torch.no_grad():
+        full = clf(queries, texts, valid).masked_fill(~valid[:, None], float('-inf')).amax(-1)
+        shared = clf(queries, texts[0]).amax(-1)
+    best = clf.max_logits(queries, texts, valid, max_elements=11 * 5)  # chunks of 5 queries
+    assert best.shape == (3, 37) and not best.requires_grad
+    torch.testing.assert_close(best[:2], full[:2], rtol=1e-5, atol=1e-4)
+    assert torch.isneginf(best[2]).all()
+    torch.testing.assert_close(clf.max_logits(queries, texts[0]), shared, rtol=1e-5, atol=1e-4)
+    # the winner differs between queries: the maximum is per query, not one for all
+    assert full[0].argmax() == best[0].argmax() and best[0].std() > 0.1
