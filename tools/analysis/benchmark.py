@@ -24,9 +24,11 @@ Examples::
     python tools/analysis/benchmark.py infer --vocab 80 --tasks panoptic foreground
     python tools/analysis/benchmark.py infer --device cuda --large-original yes
     python tools/analysis/benchmark.py train --quick   # tiny models, seconds (tests)
-    # issue 10's acceptance cases at 1024² on CPU (the README's inference table)
-    MMQM_TEXT_CACHE_DIR=work_dirs/bench_textcache python tools/analysis/benchmark.py infer \
-        --size 1024 --large-original yes --threads 1 --max-procs 6 \
+    # issue 10's acceptance cases at 1024² on CPU (the README's inference table; about an
+    # hour on 2 quiet cores; --max-procs 4 keeps the 2560x3072 group under ~20 GB)
+    MMQM_TEXT_CACHE_DIR=work_dirs/bench_textcache OMP_NUM_THREADS=1 \
+    python tools/analysis/benchmark.py infer \
+        --size 1024 --large-original yes --threads 1 --max-procs 4 --repeats 3 --timeout 3600 \
         --cases panoptic:80 panoptic:1203 panoptic:10000 \
         --large-cases foreground:1 referring:80 instance:80 panoptic:80 semantic:1203
 
