@@ -1,4 +1,5 @@
-"""The base schedule's paramwise_cfg: no weight decay on embeddings and the classifier's scalars."""
+"""The schedules' paramwise_cfg (the base one and the demo's): no weight decay on embeddings and
+the classifier's scalars."""
 import os.path as osp
 
 import pytest
@@ -9,6 +10,7 @@ from mmengine.registry import DefaultScope
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SCHEDULE = osp.join(REPO, 'configs', '_base_', 'schedules', 'schedule_50e.py')
+DEMO = osp.join(REPO, 'configs', 'demo', 'querymeld_tiny_synthetic.py')
 TINY_MODEL = osp.join(REPO, 'configs', '_base_', 'models', 'querymeld_tiny.py')
 
 # parameter-name substrings that must get weight decay 0 (Mask DINO / mmdet Mask2Former exempt
@@ -19,14 +21,14 @@ KEEP_DECAY = ('decoder.layers.0.ffn.layers.0.0.weight', 'text_classifier.query_p
               'backbone.conv1.weight')
 
 
-@pytest.fixture(scope='module')
-def groups_by_name():
+@pytest.fixture(scope='module', params=[SCHEDULE, DEMO], ids=['schedule_50e', 'demo'])
+def groups_by_name(request):
     from mmdet.registry import MODELS
     from mmquerymeld.utils import register_all_modules
     register_all_modules()
     torch.manual_seed(0)
     model = MODELS.build(Config.fromfile(TINY_MODEL).model)
-    cfg = Config.fromfile(SCHEDULE)
+    cfg = Config.fromfile(request.param)
     with DefaultScope.overwrite_default_scope('mmdet'):
         wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     group_of = {id(p): g for g in wrapper.optimizer.param_groups for p in g['params']}
