@@ -53,7 +53,10 @@ class DualQueryCrossAttention(BaseModule):
 
     Each direction has its own attention weights by default (the paper does not say; the query
     study measured one shared module 2.4 +- 1.4 instance mask AP below one per direction over 3
-    seeds, issue 11); ``share_weights=True`` uses one module for both.
+    seeds, issue 11); ``share_weights=True`` uses one module for both. One LayerNorm serves both
+    directions by default (the form above); ``separate_norms=True`` gives the conditional
+    direction its own (``cond_norm``), so each set's post-attention statistics are normalised
+    with their own affine parameters (a study ablation, issue 11).
 
     Args:
         embed_dims: C.
@@ -62,11 +65,13 @@ class DualQueryCrossAttention(BaseModule):
         mode: One of ``DUAL_ATTN_MODES``.
         share_weights: One attention module for both directions (bidirectional mode only).
         dn_as_conditional: Denoising queries take the conditional direction (see above).
+        separate_norms: The conditional direction's own LayerNorm (bidirectional mode only).
     """
 
     def __init__(self, embed_dims: int = 256, num_heads: int = 8, dropout: float = 0.0,
                  mode: str = 'bidirectional', share_weights: bool = False,
-                 dn_as_conditional: bool = False, init_cfg=None) -> None:
+                 dn_as_conditional: bool = False, separate_norms: bool = False,
+                 init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
         if mode not in DUAL_ATTN_MODES:
             raise ValueError(f'DualQueryCrossAttention: mode={mode!r}, expected one of '
@@ -74,6 +79,7 @@ class DualQueryCrossAttention(BaseModule):
         self.mode = mode
         self.dn_as_conditional = dn_as_conditional
         self.embed_dims = embed_dims
+        self.separate_norms = mode == 'bidirectional' and separate_norms
         if mode == 'none':
             return
 
@@ -87,6 +93,9 @@ class DualQueryCrossAttention(BaseModule):
             self.cond_attn = self.learn_attn if (mode == 'bidirectional'
                                                  and share_weights) else attn()
         self.norm = nn.LayerNorm(embed_dims)
+        # not an alias when shared: the state dict keeps the former keys (saved checkpoints load)
+        if self.separate_norms:
+            self.cond_norm = nn.LayerNorm(embed_dims)
 
     def forward(self, query: Tensor, query_pos: Tensor, num_dn: int, num_learnable: int,
                 num_conditional: int) -> Tensor:
@@ -117,7 +126,8 @@ class DualQueryCrossAttention(BaseModule):
         readers = torch.cat([dn_readers, cond], 1)
         if self.mode in ('bidirectional', 'conditional_to_learnable'):
             reader_pos = torch.cat([p_dn[:, num_dn - num_dn_readers:], p_cond], 1)
-            readers = self.norm(self.cond_attn(query=readers, key=learn, value=learn,
+            cond_norm = self.cond_norm if self.separate_norms else self.norm
+            readers = cond_norm(self.cond_attn(query=readers, key=learn, value=learn,
                                                query_pos=reader_pos, key_pos=p_learn))
         new_dn, new_cond = readers.split([num_dn_readers, num_conditional], 1)
         return torch.cat([kept_dn, new_dn, new_learn, new_cond], 1)

@@ -238,6 +238,52 @@ def test_dual_attention_separate_weights_each_direction_updates_its_own_set():
         torch.testing.assert_close(attn(q, pos, P, NL, NC), shared(q, pos, P, NL, NC))
 
 
+@pytest.mark.parametrize('dn_as_conditional', [False, True])
+def test_dual_attention_separate_norms_each_direction_normalises_its_own_set(dn_as_conditional):
+    """separate_norms=True: the conditional direction (and the denoising queries that take it)
+    goes through ``cond_norm``, the learnable one through ``norm``; with equal norm parameters it
+    is the one-norm module. Without it there is no ``cond_norm`` key (saved checkpoints load)."""
+    torch.manual_seed(0)
+    kw = dict(num_heads=4, dn_as_conditional=dn_as_conditional)
+    one = DualQueryCrossAttention(C, **kw)
+    assert not any(k.startswith('cond_norm') for k in one.state_dict())
+    two = DualQueryCrossAttention(C, separate_norms=True, **kw)
+    assert {'cond_norm.weight', 'cond_norm.bias'} <= set(two.state_dict())
+    two.load_state_dict(one.state_dict(), strict=False)
+    q, pos = _query()
+    with torch.no_grad():
+        two.cond_norm.load_state_dict(one.norm.state_dict())
+        torch.testing.assert_close(two(q, pos, P, NL, NC), one(q, pos, P, NL, NC))
+        before = two(q, pos, P, NL, NC)
+        two.cond_norm.weight.mul_(2.0)
+        two.cond_norm.bias.add_(1.0)
+        after = two(q, pos, P, NL, NC)
+    # the learnable set (and denoising queries that skip the dual attention) are bit-identical
+    assert torch.equal(after[:, P:P + NL], before[:, P:P + NL])
+    if not dn_as_conditional:
+        assert torch.equal(after[:, :P], q[:, :P])
+    # every row the conditional norm writes moves: the conditional queries (and denoising ones)
+    rows = [slice(P + NL, None)] + ([slice(0, P)] if dn_as_conditional else [])
+    for r in rows:
+        assert ((after[:, r] - before[:, r]).abs().amax(-1) > 0.5).all(), r
+
+
+def test_meld_model_trains_the_separate_conditional_norm(tiny_model, make_batch):
+    """The config path: ``dual_attn_cfg.separate_norms=True`` in the tiny meld model gives every
+    layer a ``cond_norm`` that the training loss reaches, beside the learnable direction's."""
+    model = tiny_model(decoder=dict(layer_cfg=dict(dual_attn_cfg=dict(separate_norms=True))))
+    model.train()
+    data = model.data_preprocessor(make_batch(tasks=('panoptic', 'instance')), True)
+    losses = model.loss(data['inputs'], data['data_samples'])
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    for i, layer in enumerate(model.head.decoder.layers):
+        dual = layer.dual_attn
+        assert dual.cond_norm is not dual.norm
+        for norm in (dual.norm, dual.cond_norm):
+            for name, p in norm.named_parameters():
+                assert p.grad is not None and p.grad.abs().sum() > 0, (i, name)
+
+
 @pytest.mark.parametrize('share_weights', [True, False])
 def test_meld_model_trains_both_dual_attention_directions(tiny_model, make_batch, share_weights):
     """In the full model (tiny config, meld strategy), the training loss reaches every parameter
